@@ -1,0 +1,646 @@
+"""The stream adapter: any Twisted transport as a duplex :class:`~aleph_tx.stream.Stream`.
+
+Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
+
+:class:`Receiver` (``IConsumer``, the inbound half)
+    ``write(data)`` puts ``data`` into a stream. While a put is pending, the
+    registered push producer (normally the transport) is paused; it is resumed
+    once every pending put has fired. So a connection stops reading while nobody
+    takes, and memory stays bounded by one read per connection. ``finish()``
+    closes the stream: what was received before can still be taken.
+
+:class:`Sender` (``IPushProducer``, the outbound half)
+    ``send(msg)`` writes at once while the consumer (the transport) has room and
+    fires ``True``; while the consumer has paused it, messages queue and their
+    Deferreds fire ``True`` when written. ``close()`` flushes the queue then calls
+    ``finish`` (e.g. ``loseConnection``). ``lost()`` (connection gone) fires the
+    queued Deferreds ``False``: those messages were not sent.
+
+:class:`ConnectionStream` (a ``Stream``)
+    the user's duplex stream: takes come from the received data (the Stream's own
+    buffer, fed by the Receiver), puts are converted (``to_bytes`` for TCP; a
+    message it rejects fails that put with :class:`TypeError`, the connection stays
+    open) and go to the Sender. ``closed`` is the output side's (after ``close()``
+    or connection loss), ``drained`` the input side's.
+
+:class:`StreamProtocol` glues them to an ``IProtocol`` (with half-close and TLS
+handshake support); ``tcp`` subclasses it.
+
+IConsumer rules kept here: one producer at a time (a second ``registerProducer``
+raises :class:`RuntimeError`); ``resumeProducing`` is only called to balance a
+``pauseProducing`` this object made.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProducer,
+    IProtocol,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from aleph_tx.errors import BackpressureError
+from aleph_tx.stream._core import MAX_PENDING, Stream, _check_timeout, _reactor_clock
+
+__all__ = [
+    "ConnectionStream",
+    "Receiver",
+    "Sender",
+    "SenderState",
+    "StreamProtocol",
+    "to_bytes",
+]
+
+_log = Logger()
+
+
+# -- conversion ---------------------------------------------------------------------
+
+
+def _fallback_to_bytes(msg: Any) -> bytes:
+    if isinstance(msg, bytes):
+        return msg
+    if isinstance(msg, (bytearray, memoryview)):
+        return bytes(msg)
+    if isinstance(msg, str):
+        return msg.encode("utf-8")
+    raise TypeError(f"cannot convert {type(msg).__name__} {msg!r:.80} to bytes")
+
+
+def _load_to_bytes() -> Callable[[Any], bytes]:
+    try:
+        from aleph_tx import byte_streams
+    except ImportError:  # pragma: no cover - byte_streams is part of the package
+        return _fallback_to_bytes
+    return byte_streams.to_bytes
+
+
+_to_bytes_impl: Callable[[Any], bytes] | None = None
+
+
+def to_bytes(msg: Any) -> bytes:
+    """``msg`` as ``bytes`` like :func:`aleph_tx.byte_streams.to_bytes` (which it calls
+    for anything but ``bytes``, ``str`` (UTF-8), ``bytearray`` and ``memoryview``).
+
+    :raises TypeError: for anything ``to_bytes`` rejects (the message names it).
+    """
+    t = type(msg)
+    if t is bytes:
+        return msg  # type: ignore[no-any-return]
+    if t is str:
+        return msg.encode("utf-8")  # type: ignore[no-any-return]
+    if t is bytearray or t is memoryview:
+        return bytes(msg)
+    global _to_bytes_impl
+    if _to_bytes_impl is None:
+        _to_bytes_impl = _load_to_bytes()
+    try:
+        return _to_bytes_impl(msg)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise TypeError(f"cannot convert {type(msg).__name__} {msg!r:.80} to bytes: {e}") from e
+
+
+# -- inbound ------------------------------------------------------------------------
+
+
+@implementer(IConsumer)
+class Receiver:
+    """Puts received data into a stream, pausing the producer while a put is pending.
+
+    :param put: the stream's put (for a :class:`ConnectionStream`, its raw input put).
+    :param close: closes the stream's input (called once by :meth:`finish`).
+    :param producer: the push producer to pause (normally the transport); may be
+        set later with :meth:`registerProducer`.
+    """
+
+    def __init__(
+        self,
+        put: Callable[[Any], Deferred[bool]],
+        close: Callable[[], object],
+        producer: IPushProducer | None = None,
+    ) -> None:
+        self._put = put
+        self._close = close
+        self._producer = producer
+        self._pending = 0
+        self._paused = False
+        self._finished = False
+        self.bytes_received = 0
+
+    @property
+    def paused(self) -> bool:
+        """``True`` while the producer is paused because a put is pending."""
+        return self._paused
+
+    @property
+    def finished(self) -> bool:
+        """``True`` once :meth:`finish` was called."""
+        return self._finished
+
+    def write(self, data: Any) -> None:
+        """Put ``data``; pause the producer until that put fires."""
+        if self._finished:
+            return
+        try:
+            self.bytes_received += len(data)
+        except TypeError:
+            pass
+        d = self._put(data)
+        if d.called and not isinstance(d.result, (Failure, Deferred)):
+            return
+        self._pending += 1
+        if not self._paused:
+            self._paused = True
+            if self._producer is not None:
+                self._producer.pauseProducing()
+        d.addBoth(self._accepted)
+
+    def _accepted(self, result: Any) -> None:
+        if isinstance(result, Failure):
+            _log.failure("putting received data failed", result)
+        self._pending -= 1
+        if self._pending == 0 and self._paused:
+            self._paused = False
+            if self._producer is not None and not self._finished:
+                self._producer.resumeProducing()
+
+    def finish(self) -> None:
+        """No more data: close the stream's input (received data can still be taken)."""
+        if not self._finished:
+            self._finished = True
+            self._close()
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:  # noqa: N802
+        """Use ``producer`` (a push producer) as the source to pause.
+
+        :raises RuntimeError: if a producer is already registered.
+        :raises ValueError: for a pull producer (not supported).
+        """
+        if self._producer is not None:
+            raise RuntimeError(f"producer {self._producer!r} already registered")
+        if not streaming:
+            raise ValueError("only streaming (push) producers are supported")
+        self._producer = producer  # type: ignore[assignment]
+        if self._paused:
+            self._producer.pauseProducing()  # type: ignore[union-attr]
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        """Forget the producer."""
+        self._producer = None
+
+
+# -- outbound -----------------------------------------------------------------------
+
+
+class SenderState(enum.Enum):
+    """States of a :class:`Sender`.
+
+    ``OPEN`` (writing) ⇄ ``PAUSED`` (the consumer asked us to wait);
+    ``close()``: → ``CLOSING`` (flushing the queue, then ``finish``);
+    ``lost()``/``stopProducing()`` from any state, or the queue flushed while
+    ``CLOSING``: → ``CLOSED``. ``CLOSED`` is final.
+    """
+
+    OPEN = "open"
+    PAUSED = "paused"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@implementer(IPushProducer)
+class Sender:
+    """Writes messages while the consumer has room; queues them while it is paused.
+
+    :param write: writes one message (``transport.write`` for TCP).
+    :param finish: called once after :meth:`close` when the queue is flushed
+        (unregister and ``loseConnection`` for TCP).
+    :param measure: ``msg -> bytes`` counted in :attr:`bytes_sent` (default ``len``).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Any], object],
+        finish: Callable[[], object],
+        measure: Callable[[Any], int] = len,
+    ) -> None:
+        self._measure = measure
+        self._write = write
+        self._finish = finish
+        self._queue: collections.deque[tuple[Any, Deferred[Any]]] = collections.deque()
+        self._state = SenderState.OPEN
+        self._paused = False
+        self._flushing = False
+        self._on_closed: list[Callable[[], object]] = []
+        self.bytes_sent = 0
+
+    @property
+    def state(self) -> SenderState:
+        """The current :class:`SenderState`."""
+        if self._state is SenderState.OPEN and self._paused:
+            return SenderState.PAUSED
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once no more messages are accepted."""
+        return self._state is not SenderState.OPEN
+
+    @property
+    def pending(self) -> int:
+        """Messages queued (their puts not fired yet)."""
+        return len(self._queue)
+
+    def on_closed(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once when no more messages are accepted (at once if so)."""
+        if self._state is SenderState.OPEN:
+            self._on_closed.append(fn)
+        else:
+            _call_safely(fn)
+
+    def send(self, msg: Any) -> Deferred[bool]:
+        """Write ``msg`` now if there is room, else queue it.
+
+        :returns: fires ``True`` once written, ``False`` if closed or if the
+            connection is lost before it was written; fails with
+            :class:`~aleph_tx.errors.BackpressureError` past 16384 queued messages.
+        """
+        if self._state is not SenderState.OPEN:
+            return succeed(False)
+        if not self._paused and not self._queue:
+            self._do_write(msg)
+            return succeed(True)
+        if len(self._queue) >= MAX_PENDING:
+            return fail(BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}"))
+        d: Deferred[bool] = Deferred(self._withdraw)
+        self._queue.append((msg, d))
+        return d
+
+    def try_send(
+        self,
+        msg: Any,
+        timeout: float,
+        timeout_value: Any = False,
+        clock: IReactorTime | None = None,
+    ) -> Deferred[Any]:
+        """Like :meth:`send`; fires ``timeout_value`` (the message withdrawn) if not written in time."""
+        _check_timeout(timeout)
+        d = self.send(msg)
+        if d.called:
+            return d
+
+        def expire() -> None:
+            if not d.called and self._remove(d):
+                d.callback(timeout_value)
+
+        call: IDelayedCall = _reactor_clock(clock).callLater(timeout, expire)
+
+        def disarm(result: Any) -> Any:
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addBoth(disarm)
+
+    def _remove(self, d: Deferred[Any]) -> bool:
+        for i, (_, qd) in enumerate(self._queue):
+            if qd is d:
+                del self._queue[i]
+                return True
+        return False
+
+    def _withdraw(self, d: Deferred[Any]) -> None:
+        self._remove(d)
+
+    def _do_write(self, msg: Any) -> None:
+        self.bytes_sent += self._measure(msg)
+        self._write(msg)
+
+    def _flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            queue = self._queue
+            while queue and not self._paused and self._state is not SenderState.CLOSED:
+                msg, d = queue.popleft()
+                self._do_write(msg)
+                d.callback(True)
+            if self._state is SenderState.CLOSING and not queue:
+                self._state = SenderState.CLOSED
+                self._finish()
+        finally:
+            self._flushing = False
+
+    def close(self) -> None:
+        """Accept no more; write what is queued, then call ``finish``. Idempotent."""
+        if self._state is not SenderState.OPEN:
+            return
+        self._state = SenderState.CLOSING
+        self._fire_closed()
+        self._flush()
+
+    def lost(self) -> None:
+        """The consumer is gone: queued messages fire ``False``. Idempotent."""
+        if self._state is SenderState.CLOSED and not self._queue:
+            return
+        self._state = SenderState.CLOSED
+        queue, self._queue = self._queue, collections.deque()
+        for _, d in queue:
+            d.callback(False)
+        self._fire_closed()
+
+    def _fire_closed(self) -> None:
+        callbacks, self._on_closed = self._on_closed, []
+        for fn in callbacks:
+            _call_safely(fn)
+
+    # IPushProducer: called by the consumer (the transport).
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        """The consumer is full: queue further messages."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        """The consumer has room again: write the queue."""
+        self._paused = False
+        if self._queue or self._state is SenderState.CLOSING:
+            self._flush()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """The consumer is going away: same as :meth:`lost`."""
+        self.lost()
+
+    def __repr__(self) -> str:
+        return f"<Sender {self.state.value} queued={len(self._queue)}>"
+
+
+def _call_safely(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:
+        _log.failure("error in an on_closed callback {fn!r}", fn=fn)
+
+
+# -- the user's stream --------------------------------------------------------------
+
+
+class ConnectionStream(Stream):
+    """A duplex stream over a connection: takes are received data, puts are sent.
+
+    :param sender: the outbound half.
+    :param convert: ``msg -> wire message``; a :class:`TypeError` or
+        :class:`ValueError` it raises fails that put (default :func:`to_bytes`).
+    :param description: extra ``description()`` keys (a dict or a callable).
+    :param buffer_size: messages received and held before the connection pauses.
+    """
+
+    __slots__ = ("_convert", "_sender")
+
+    def __init__(
+        self,
+        sender: Sender,
+        convert: Callable[[Any], Any] = to_bytes,
+        description: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        buffer_size: int = 0,
+    ) -> None:
+        super().__init__(buffer_size, None, description)
+        self._sender = sender
+        self._convert = convert
+
+    # output side
+
+    def put(self, msg: Any) -> Deferred[bool]:
+        """Send ``msg``; fires ``True`` once the transport took it, ``False`` if closed or lost.
+
+        :raises ValueError: at once, for ``None``.
+        """
+        if msg is None:
+            raise ValueError("None is not a valid message")
+        if self._sender._state is not SenderState.OPEN:
+            return succeed(False)
+        try:
+            data = self._convert(msg)
+        except (TypeError, ValueError) as e:
+            return fail(e)
+        return self._sender.send(data)
+
+    def try_put(
+        self,
+        msg: Any,
+        timeout: float,
+        timeout_value: Any = False,
+        clock: IReactorTime | None = None,
+    ) -> Deferred[Any]:
+        """Like :meth:`put`; fires ``timeout_value`` if the transport had no room in time."""
+        if msg is None:
+            raise ValueError("None is not a valid message")
+        _check_timeout(timeout)
+        if self._sender.closed:
+            return succeed(False)
+        try:
+            data = self._convert(msg)
+        except (TypeError, ValueError) as e:
+            return fail(e)
+        return self._sender.try_send(data, timeout, timeout_value, clock)
+
+    def close(self) -> None:
+        """Stop sending: flush what was put, then close the connection. Idempotent."""
+        self._sender.close()
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once closed by :meth:`close` or by the connection's loss."""
+        return self._sender.closed
+
+    def on_closed(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once the output side closes."""
+        self._sender.on_closed(fn)
+
+    # input side (used by the adapter)
+
+    def _receive(self, data: Any) -> Deferred[bool]:
+        return Stream.put(self, data)
+
+    def _end_input(self) -> None:
+        Stream.close(self)
+
+    def description(self) -> dict[str, Any]:
+        """The input side's counts, the output side's state, plus the connection's keys."""
+        desc = Stream.description(self)
+        if desc["type"] == "stream":
+            desc["type"] = "connection"
+        desc["closed"] = self.closed
+        desc["input_pending"] = desc["pending_puts"]
+        desc["pending_puts"] = self._sender.pending
+        desc.setdefault("input_closed", self._closed)
+        desc.setdefault("output_state", self._sender.state.value)
+        desc.setdefault("bytes_sent", self._sender.bytes_sent)
+        return desc
+
+    def __repr__(self) -> str:
+        state = "drained" if self.drained else "closed" if self.closed else "open"
+        return f"<{type(self).__name__} {state}>"
+
+
+# -- the protocol -------------------------------------------------------------------
+
+
+def _is_tls(transport: Any) -> bool:
+    try:
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+    except ImportError:  # pragma: no cover - pyOpenSSL is a dependency
+        return False
+    return isinstance(transport, TLSMemoryBIOProtocol)
+
+
+@implementer(IProtocol, IPushProducer, IConsumer, IHalfCloseableProtocol, IHandshakeListener)
+class StreamProtocol(Protocol):
+    """A connection as a :class:`ConnectionStream` (``self.stream`` after ``connectionMade``).
+
+    Subclasses override :meth:`connection_ready` (called once the connection can
+    be used: at once, or after the TLS handshake) and :meth:`connection_failed`
+    (lost before being ready). The protocol registers itself as the transport's
+    streaming producer and delegates ``pauseProducing``/``resumeProducing`` to the
+    :class:`Sender`; its ``IConsumer`` side is the :class:`Receiver`.
+
+    ``graceful_close()`` and ``abort()`` make it a :class:`aleph_tx._server.Server`
+    connection.
+    """
+
+    stream: ConnectionStream
+    sender: Sender
+    receiver: Receiver
+    stream_type = "tcp"
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.lost_reason: Failure | None = None
+        self.tls = False
+        self.peer: Any = None
+        self.host: Any = None
+
+    # IProtocol
+
+    def connectionMade(self) -> None:  # noqa: N802
+        transport = self.transport
+        assert transport is not None
+        self.sender = Sender(transport.write, self._finish)
+        self.stream = ConnectionStream(self.sender, to_bytes, self._description)
+        self.receiver = Receiver(self.stream._receive, self.stream._end_input, transport)  # type: ignore[arg-type]
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self.tls = _is_tls(transport)
+        self.peer = transport.getPeer()
+        self.host = transport.getHost()
+        if not self.tls:
+            self._make_ready()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        """TLS handshake done: the connection is ready."""
+        self._make_ready()
+
+    def _make_ready(self) -> None:
+        if self.ready or self.lost_reason is not None:
+            return
+        self.ready = True
+        self.connection_ready()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.receiver.write(data)
+
+    def readConnectionLost(self) -> None:  # noqa: N802
+        """The peer half-closed: end the input only; the output stays open."""
+        self.receiver.finish()
+
+    def writeConnectionLost(self) -> None:  # noqa: N802
+        """Our output side was shut down: nothing more can be sent."""
+        self.sender.lost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: N802, B008
+        self.lost_reason = reason
+        if not reason.check(ConnectionDone):
+            self.stream._error = reason.value
+        try:
+            self.sender.lost()
+            self.receiver.finish()
+            if not self.ready:
+                self.connection_failed(reason)
+        finally:
+            self.connection_closed(reason)
+
+    # hooks
+
+    def connection_ready(self) -> None:
+        """The connection (and its TLS handshake) is up; ``self.stream`` is usable."""
+
+    def connection_failed(self, reason: Failure) -> None:
+        """The connection was lost before it became ready (e.g. a failed handshake)."""
+
+    def connection_closed(self, reason: Failure) -> None:
+        """The connection is gone (always called once, after the streams are closed)."""
+
+    # IPushProducer (the transport pauses our output)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.sender.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.sender.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.sender.stopProducing()
+
+    # IConsumer (our input: whoever feeds data in, normally the transport)
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:  # noqa: N802
+        self.receiver.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        self.receiver.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self.receiver.write(data)
+
+    # Server connection
+
+    def graceful_close(self) -> None:
+        """Flush what was put, then close the connection."""
+        self.stream.close()
+
+    def abort(self) -> None:
+        """Cut the connection now."""
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # internals
+
+    def _finish(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseConnection()
+
+    def _description(self) -> dict[str, Any]:
+        desc: dict[str, Any] = {"type": self.stream_type, "bytes_received": self.receiver.bytes_received}
+        desc["remote_addr"] = getattr(self.peer, "host", None)
+        desc["remote_port"] = getattr(self.peer, "port", None)
+        desc["local_port"] = getattr(self.host, "port", None)
+        desc["reading_paused"] = self.receiver.paused
+        desc["tls"] = self.tls
+        return desc

@@ -1,0 +1,73 @@
+"""``twist aleph-tcp``: a TCP server (echo unless ``--handler`` is given)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from aleph_tx._tap._common import ServerService, load_callable, non_negative_float
+
+__all__ = ["Options", "echo", "makeService"]
+
+
+def echo(conn: Any, info: dict[str, Any]) -> None:
+    """The default handler: send back every byte received."""
+    from aleph_tx import stream as s
+
+    s.connect(conn, conn)
+
+
+class Options(usage.Options):
+    """Options of ``twist aleph-tcp``."""
+
+    synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS]"
+    longdesc = (
+        "Serve TCP with aleph_tx: HANDLER(stream, info) is called for each connection "
+        "(default: echo). --listen takes Twisted endpoint descriptions and may be repeated."
+    )
+    optParameters = [  # noqa: N815 - usage.Options API
+        [
+            "handler",
+            None,
+            None,
+            "pkg.module:function called as fn(stream, info) per connection (default: echo).",
+        ],
+        ["shutdown-timeout", None, "15", "Seconds connections get to finish on stop before being cut."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Endpoint to listen on, e.g. tcp:10001 or ssl:10443:privateKey=key.pem (repeatable; default tcp:10001)."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["listen"]:
+            self["listen"] = ["tcp:10001"]
+        self["handler"] = load_callable(self["handler"]) if self["handler"] else echo
+        self["shutdown-timeout"] = non_negative_float(self["shutdown-timeout"], "--shutdown-timeout")
+        # Parse only (a throwaway reactor): the real one is installed later by twist.
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.testing import MemoryReactor
+
+        for desc in self["listen"]:
+            try:
+                serverFromString(MemoryReactor(), desc)
+            except Exception as e:
+                raise usage.UsageError(f"--listen {desc!r}: {e}") from None
+
+
+def makeService(options: Options) -> IService:  # noqa: N802
+    """The service: binds on start, ``Server.close()`` on stop."""
+    from aleph_tx import tcp
+
+    def start() -> Any:
+        return tcp.start_server(
+            options["handler"], listen=options["listen"], shutdown_timeout=options["shutdown-timeout"]
+        )
+
+    return ServerService(start)

@@ -1,0 +1,891 @@
+"""Conversions between byte-like things (Aleph's ``byte-streams``).
+
+``import aleph_tx.byte_streams as bs``. The sources every function accepts:
+
+- ``bytes``, ``bytearray``, ``memoryview`` (any format: its raw bytes);
+- ``str``, encoded with ``encoding`` (UTF-8 by default);
+- a binary file object (anything with a ``read`` returning bytes; text-mode files
+  are refused: open the file in binary mode). It is read from its current
+  position and never closed: the caller owns it;
+- a :class:`pathlib.Path`, opened, read and closed here;
+- an iterable of chunks (each chunk one of the above byte-likes or ``str``);
+- a stream of chunks (:class:`aleph_tx.stream.Stream`, or anything with
+  ``take``/``put``/``on_drained``): only for the asynchronous functions
+  (:func:`collect_bytes`, :func:`collect_str`, :func:`to_stream`,
+  :func:`to_line_stream`, :func:`to_input_stream`);
+- an object of a type given a conversion to one of those with
+  :func:`register_conversion`.
+
+Anything else raises :class:`TypeError` naming its type. Empty chunks carry
+nothing and are dropped from the chunks and streams produced here.
+
+Like :mod:`aleph_tx.stream`, this module never uses the reactor, except
+:func:`to_input_stream` over a stream read from another thread.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import io
+import pathlib
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import blockingCallFromThread
+from twisted.python import threadable
+from twisted.python.failure import Failure
+
+from aleph_tx import stream as _s
+from aleph_tx.stream import Stream
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "collect_bytes",
+    "collect_str",
+    "compare_bytes",
+    "convert",
+    "print_bytes",
+    "register_conversion",
+    "to_bytes",
+    "to_chunks",
+    "to_input_stream",
+    "to_line_stream",
+    "to_str",
+    "to_stream",
+]
+
+#: The default chunk size (64 KiB): big enough that per-chunk costs vanish next to
+#: copying, small enough to keep a stream's memory bounded (a socket read's size).
+DEFAULT_CHUNK_SIZE = 65536
+
+_BYTES_LIKE = bytes | bytearray | memoryview
+_END: Any = object()
+_PENDING: Any = object()
+
+# (source type, target type) -> fn(x), filled by register_conversion.
+_conversions: dict[tuple[type, type], Callable[[Any], Any]] = {}
+
+
+# -- classifying sources -----------------------------------------------------------
+
+
+def _is_stream(x: Any) -> bool:
+    return isinstance(x, Stream) or all(
+        callable(getattr(x, name, None)) for name in ("take", "put", "on_drained", "close")
+    )
+
+
+def _is_file(x: Any) -> bool:
+    return isinstance(x, io.IOBase) or callable(getattr(x, "read", None))
+
+
+def _type_name(x: Any) -> str:
+    return repr(type(x).__qualname__)
+
+
+def _registered(cls: type, target: type | None = None) -> Callable[[Any], Any] | None:
+    """The conversion registered for ``cls`` (or a base class) to ``target``.
+
+    With ``target=None``: a conversion to any type this module knows as a source.
+    """
+    if not _conversions:
+        return None
+    for base in cls.__mro__:
+        if target is not None:
+            fn = _conversions.get((base, target))
+            if fn is not None:
+                return fn
+            continue
+        for (src, dst), fn in _conversions.items():
+            if src is base and dst in _KNOWN_TARGETS:
+                return fn
+    return None
+
+
+def _adapt(x: Any) -> Any:
+    """``x`` itself if it is a known source, else its registered conversion.
+
+    :raises TypeError: for an unsupported type.
+    """
+    if isinstance(x, _BYTES_LIKE | str | pathlib.PurePath) or _is_stream(x):
+        return x
+    fn = _registered(type(x))
+    if fn is not None:
+        return fn(x)
+    if isinstance(x, Mapping) or x is None:
+        pass
+    elif _is_file(x):
+        if isinstance(x, io.TextIOBase):
+            raise TypeError(f"cannot read bytes from a text file {x!r}: open it in binary mode")
+        return x
+    elif isinstance(x, Iterable):
+        return x
+    raise TypeError(
+        f"cannot convert an object of type {_type_name(x)} to bytes: not a byte source ({x!r:.80})"
+    )
+
+
+def _chunk_bytes(chunk: Any, encoding: str) -> bytes:
+    """One chunk as ``bytes``."""
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, bytearray):
+        return bytes(chunk)
+    if isinstance(chunk, memoryview):
+        return chunk.tobytes()
+    if isinstance(chunk, str):
+        return chunk.encode(encoding)
+    if isinstance(chunk, bytes):  # a subclass
+        return bytes(chunk)
+    raise TypeError(
+        f"a chunk must be bytes, bytearray, memoryview or str, not an object of type {_type_name(chunk)}"
+    )
+
+
+def _stream_error(x: Any, sync_name: str) -> TypeError:
+    return TypeError(
+        f"{sync_name} is synchronous and {x!r} is a stream: "
+        "use collect_bytes()/collect_str() (a Deferred) or to_stream()"
+    )
+
+
+def _error_of(source: Any) -> BaseException | None:
+    """The error that closed a stream (its ``description()["error"]``), if any.
+
+    A stream closed by an error (a derived stream whose function raised, a
+    connection lost uncleanly) ends early: what was read from it is incomplete.
+    """
+    try:
+        err = source.description().get("error")
+    except Exception:
+        return None
+    return err if isinstance(err, BaseException) else None
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, not {chunk_size!r}")
+
+
+# -- synchronous conversions -------------------------------------------------------
+
+
+def _read_file(f: Any) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        data = f.read()
+        if data is None:
+            raise BlockingIOError(f"{f!r} is non-blocking and has no data ready")
+        if not data:
+            return b"".join(parts)
+        if isinstance(data, str):
+            raise TypeError(f"cannot read bytes from {f!r}: its read() returns str; open it in binary mode")
+        parts.append(bytes(data))
+
+
+def to_bytes(x: Any, encoding: str = "utf-8") -> bytes:
+    """All of a synchronous source as ``bytes``.
+
+    :param x: any source but a stream.
+    :param encoding: for ``str`` (and ``str`` chunks).
+    :returns: the bytes (``x`` itself when it is ``bytes``).
+    :raises TypeError: for a stream (use :func:`collect_bytes`) or an unsupported type.
+    """
+    if type(x) is bytes:
+        return x
+    x = _adapt(x)
+    if isinstance(x, _BYTES_LIKE | str):
+        return _chunk_bytes(x, encoding)
+    if isinstance(x, pathlib.PurePath):
+        return pathlib.Path(x).read_bytes()
+    if _is_stream(x):
+        raise _stream_error(x, "to_bytes()")
+    if _is_file(x):
+        return _read_file(x)
+    return b"".join([_chunk_bytes(c, encoding) for c in x])
+
+
+def to_str(x: Any, encoding: str = "utf-8") -> str:
+    """All of a synchronous source decoded as ``str`` (strict decoding).
+
+    :param x: any source but a stream (a ``str`` is returned as it is).
+    :param encoding: the text encoding.
+    :raises TypeError: for a stream (use :func:`collect_str`) or an unsupported type.
+    :raises UnicodeDecodeError: for bytes that are not valid in ``encoding``.
+    """
+    if isinstance(x, str):
+        return x
+    if _is_stream(x):
+        raise _stream_error(x, "to_str()")
+    return to_bytes(x, encoding).decode(encoding)
+
+
+def _slices(data: bytes | memoryview, chunk_size: int) -> Iterator[bytes]:
+    if isinstance(data, bytes) and len(data) <= chunk_size:
+        if data:
+            yield data
+        return
+    for i in range(0, len(data), chunk_size):
+        yield bytes(data[i : i + chunk_size])
+
+
+def _file_chunks(f: Any, chunk_size: int) -> Iterator[bytes]:
+    """Chunks of exactly ``chunk_size`` bytes (the last shorter), even from short reads."""
+    while True:
+        parts: list[bytes] = []
+        got = 0
+        while got < chunk_size:
+            data = f.read(chunk_size - got)
+            if data is None:
+                raise BlockingIOError(f"{f!r} is non-blocking and has no data ready")
+            if isinstance(data, str):
+                raise TypeError(
+                    f"cannot read bytes from {f!r}: its read() returns str; open it in binary mode"
+                )
+            if not data:
+                break
+            parts.append(bytes(data))
+            got += len(data)
+        if got:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+        if got < chunk_size:
+            return
+
+
+def _path_chunks(path: pathlib.PurePath, chunk_size: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        yield from _file_chunks(f, chunk_size)
+
+
+def _iter_chunks(chunks: Iterable[Any], encoding: str) -> Iterator[bytes]:
+    for c in chunks:
+        b = _chunk_bytes(c, encoding)
+        if b:
+            yield b
+
+
+def _contiguous(x: bytes | bytearray | memoryview | str, encoding: str) -> bytes | memoryview:
+    if isinstance(x, str):
+        return x.encode(encoding)
+    if isinstance(x, memoryview):
+        return x if x.format == "B" and x.ndim == 1 and x.c_contiguous else memoryview(x.tobytes())
+    if isinstance(x, bytearray):
+        return memoryview(bytes(x))  # a snapshot: later changes to x do not leak into chunks
+    return x
+
+
+def to_chunks(x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE, encoding: str = "utf-8") -> Iterator[bytes]:
+    """A synchronous source as an iterator of non-empty ``bytes`` chunks.
+
+    A contiguous source (bytes-like, ``str``, file, ``Path``) is cut into chunks of
+    exactly ``chunk_size`` bytes, the last one shorter; files are read lazily, a
+    ``Path`` is opened at the first chunk and closed at the end. The chunks of an
+    iterable pass through as they are (as ``bytes``), empty ones dropped.
+
+    :param x: any source but a stream.
+    :param chunk_size: the chunk size for contiguous sources.
+    :param encoding: for ``str`` (and ``str`` chunks).
+    :raises TypeError: at once, for a stream (use :func:`to_stream`) or an unsupported type.
+    :raises ValueError: at once, for a ``chunk_size`` below 1.
+    """
+    _check_chunk_size(chunk_size)
+    x = _adapt(x)
+    if isinstance(x, _BYTES_LIKE | str):
+        return _slices(_contiguous(x, encoding), chunk_size)
+    if isinstance(x, pathlib.PurePath):
+        return _path_chunks(x, chunk_size)
+    if _is_stream(x):
+        raise TypeError(f"to_chunks() is synchronous and {x!r} is a stream: use to_stream()")
+    if _is_file(x):
+        return _file_chunks(x, chunk_size)
+    return _iter_chunks(x, encoding)
+
+
+# -- streams -------------------------------------------------------------------------
+
+
+def to_stream(x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE, encoding: str = "utf-8") -> Stream:
+    """Any source as a :class:`~aleph_tx.stream.Stream` of non-empty ``bytes`` chunks.
+
+    A synchronous source is read lazily, one chunk ahead of the takes (as
+    :func:`to_chunks` cuts it) and the stream is closed at its end; an error while
+    reading closes the stream, logged and kept in ``description()["error"]``. A
+    stream source gives a derived stream (:func:`aleph_tx.stream.map`) converting
+    each chunk to ``bytes`` as it is (``chunk_size`` does not re-cut it).
+
+    :param x: any source.
+    :param chunk_size: the chunk size for contiguous sources.
+    :param encoding: for ``str`` (and ``str`` chunks).
+    :raises TypeError: at once, for an unsupported type.
+    :raises ValueError: at once, for a ``chunk_size`` below 1.
+    """
+    _check_chunk_size(chunk_size)
+    x = _adapt(x)
+    if _is_stream(x):
+        return _s.map(lambda c: _chunk_bytes(c, encoding) or None, x)
+    return _s.from_iterable(to_chunks(x, chunk_size, encoding))
+
+
+def collect_bytes(x: Any, encoding: str = "utf-8") -> Deferred[bytes]:
+    """Every byte of any source, streams included.
+
+    For a stream: fires when it is drained. A stream closed by an error (kept in
+    its ``description()["error"]``: a derived stream whose function raised, a
+    connection lost uncleanly) fails the Deferred with that error, as its bytes
+    are incomplete. A chunk that is not bytes-like or ``str`` fails the Deferred
+    with :class:`TypeError` and closes the stream. A
+    Deferred of a source is awaited first. A synchronous source fires at once
+    (reading errors, such as a missing file, fail the Deferred).
+
+    :param x: any source, or a Deferred of one.
+    :param encoding: for ``str`` chunks.
+    :returns: a Deferred of the ``bytes``.
+    :raises TypeError: at once, for an unsupported type.
+    """
+    if isinstance(x, Deferred):
+        return x.addCallback(collect_bytes, encoding)
+    x = _adapt(x)
+    if not _is_stream(x):
+        try:
+            return succeed(to_bytes(x, encoding))
+        except Exception:
+            return fail()
+    parts: list[bytes] = []
+    source = x
+
+    def add(chunk: Any) -> None:
+        parts.append(_chunk_bytes(chunk, encoding))
+
+    def finished(_: object) -> bytes:
+        err = _error_of(source)
+        if err is not None:
+            raise err
+        return b"".join(parts)
+
+    def failed(f: Failure) -> Failure:
+        source.close()
+        return f
+
+    done: Deferred[Any] = _s.consume(add, source)
+    return done.addCallbacks(finished, failed)
+
+
+def collect_str(x: Any, encoding: str = "utf-8") -> Deferred[str]:
+    """Every byte of any source, decoded (strictly) as ``str``.
+
+    :param x: any source, or a Deferred of one.
+    :param encoding: the text encoding.
+    :returns: a Deferred of the text; it fails with :class:`UnicodeDecodeError` on
+        bytes not valid in ``encoding``.
+    :raises TypeError: at once, for an unsupported type.
+    """
+    if isinstance(x, str):
+        return succeed(x)
+    return collect_bytes(x, encoding).addCallback(lambda b: b.decode(encoding))
+
+
+class _LineSplitter:
+    r"""Text in, complete lines out: terminators ``\n`` and ``\r\n``; a lone ``\r`` is text.
+
+    Text is cut at each ``\n`` only; a line's trailing ``\r`` is dropped once its
+    ``\n`` has come. So a ``\r`` at the end of one chunk and a ``\n`` at the start
+    of the next make one terminator, and a ``\r`` followed by anything else (or
+    by nothing, at the end) stays text. Bytes are decoded incrementally, so a
+    multibyte character split across chunks is decoded whole.
+    """
+
+    __slots__ = ("_decoder", "_encoding", "_partial")
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._partial: list[str] = []  # the current line's pieces, without "\n"
+
+    def feed(self, chunk: Any) -> list[str]:
+        if isinstance(chunk, str):
+            return self._split(chunk)
+        return self._split(self._decoder.decode(_chunk_bytes(chunk, self._encoding)))
+
+    def finish(self) -> list[str]:
+        lines = self._split(self._decoder.decode(b"", True))
+        if self._partial:
+            lines.append("".join(self._partial))
+            self._partial = []
+        return lines
+
+    def _split(self, text: str) -> list[str]:
+        if "\n" not in text:
+            if text:
+                self._partial.append(text)
+            return []
+        parts = text.split("\n")
+        if self._partial:
+            self._partial.append(parts[0])
+            parts[0] = "".join(self._partial)
+        tail = parts.pop()
+        self._partial = [tail] if tail else []
+        return [line[:-1] if line.endswith("\r") else line for line in parts]
+
+
+def _fired(d: Deferred[Any]) -> Any:
+    """The successful result of ``d`` if it is already here, else :data:`_PENDING`."""
+    if d.called and not d.paused:
+        r = d.result
+        if not isinstance(r, Failure | Deferred):
+            return r
+    return _PENDING
+
+
+class _LinePump:
+    """Takes chunks from ``source``, puts lines into ``dst``, respecting backpressure.
+
+    Loops while takes and puts have already fired (no recursion for synchronous
+    sources). Closing ``dst`` closes ``source``; an error closes both, logged and
+    kept in ``dst.description()["error"]``.
+    """
+
+    __slots__ = ("dst", "ended", "lines", "source", "splitter")
+
+    def __init__(self, source: Any, dst: Stream, splitter: _LineSplitter) -> None:
+        self.source = source
+        self.dst = dst
+        self.splitter = splitter
+        self.lines: collections.deque[str] = collections.deque()
+        self.ended = False
+
+    def run(self, _: object = None) -> None:
+        dst = self.dst
+        while True:
+            while self.lines:
+                d = dst.put(self.lines.popleft())
+                ok = _fired(d)
+                if ok is _PENDING:
+                    d.addCallbacks(self._put_done, self._error)
+                    return
+                if ok is not True:
+                    self.source.close()
+                    return
+            if self.ended:
+                dst.close()
+                return
+            t = self.source.take(_END)
+            msg = _fired(t)
+            if msg is _PENDING:
+                t.addCallbacks(self._took, self._error)
+                return
+            if not self._handle(msg):
+                return
+
+    def _handle(self, msg: Any) -> bool:
+        try:
+            if msg is _END:
+                err = _error_of(self.source)
+                if err is not None:
+                    raise err
+                self.ended = True
+                self.lines.extend(self.splitter.finish())
+            else:
+                self.lines.extend(self.splitter.feed(msg))
+        except Exception as e:
+            self._fail(e)
+            return False
+        return True
+
+    def _took(self, msg: Any) -> None:
+        if self._handle(msg):
+            self.run()
+
+    def _put_done(self, ok: Any) -> None:
+        if ok:
+            self.run()
+        else:
+            self.source.close()
+
+    def _error(self, f: Failure) -> None:
+        self._fail(f.value if f.value is not None else RuntimeError(str(f)))
+
+    def _fail(self, error: BaseException) -> None:
+        self.dst._fail(error)
+        self.source.close()
+
+
+def to_line_stream(x: Any, encoding: str = "utf-8") -> Stream:
+    """Any source as a stream of ``str`` lines, without their terminators.
+
+    Terminators are ``\\n`` and ``\\r\\n`` (also split across chunks); a lone
+    ``\\r`` is text, and so are other Unicode line breaks. Empty lines are ``""``;
+    a last line without a terminator is emitted; an empty source gives no line.
+    This is ``re.split("\\r?\\n", text)`` without its last element when that is
+    ``""``. Bytes are decoded incrementally (multibyte characters may be split
+    across chunks); ``str`` chunks of a stream are taken as text. Undecodable bytes
+    close the stream, logged and kept in ``description()["error"]``; so does a
+    source stream closed by an error (its last, unterminated line is then not
+    emitted). Closing the line stream closes the source.
+
+    :param x: any source.
+    :param encoding: the text encoding.
+    :raises TypeError: at once, for an unsupported type.
+    :raises LookupError: at once, for an unknown encoding.
+    """
+    splitter = _LineSplitter(encoding)
+    x = _adapt(x)
+    source = x if _is_stream(x) else _s.from_iterable(to_chunks(x, DEFAULT_CHUNK_SIZE, encoding))
+    dst = _s.stream(description={"op": "to_line_stream"})
+    dst.on_closed(source.close)
+    _LinePump(source, dst, splitter).run()
+    return dst
+
+
+# -- convert ---------------------------------------------------------------------------
+
+
+def _to_memoryview(x: Any, encoding: str) -> memoryview:
+    if isinstance(x, bytes):
+        return memoryview(x)
+    if isinstance(x, memoryview):
+        return x if x.format == "B" and x.ndim == 1 else memoryview(x.tobytes())
+    return memoryview(to_bytes(x, encoding))
+
+
+_BUILTIN_TARGETS: dict[type, Callable[[Any, str, int], Any]] = {
+    bytes: lambda x, enc, n: to_bytes(x, enc),
+    str: lambda x, enc, n: to_str(x, enc),
+    memoryview: lambda x, enc, n: _to_memoryview(x, enc),
+    bytearray: lambda x, enc, n: bytearray(to_bytes(x, enc)),
+    io.BytesIO: lambda x, enc, n: io.BytesIO(to_bytes(x, enc)),
+    list: lambda x, enc, n: list(to_chunks(x, n, enc)),
+    Stream: lambda x, enc, n: to_stream(x, n, enc),
+}
+_KNOWN_TARGETS = frozenset(_BUILTIN_TARGETS)
+
+
+def convert(x: Any, target: type, encoding: str = "utf-8", chunk_size: int = DEFAULT_CHUNK_SIZE) -> Any:
+    """``x`` converted to ``target``.
+
+    Targets: ``bytes``, ``str``, ``memoryview``, ``bytearray``, ``io.BytesIO``,
+    ``list`` (of ``bytes`` chunks, as :func:`to_chunks`) and
+    :class:`~aleph_tx.stream.Stream` (as :func:`to_stream`), from any source the
+    target allows (streams only to ``Stream``). A conversion registered for
+    ``(type(x) or a base class, target)`` wins over the built-in ones; a type with
+    a registered conversion to a built-in target is converted in two steps (its
+    conversion, then the built-in one).
+
+    :param x: the source.
+    :param target: the type wanted.
+    :param encoding: for text.
+    :param chunk_size: for ``list`` and ``Stream``.
+    :raises TypeError: for an unknown target or an unsupported source.
+    """
+    fn = _registered(type(x), target)
+    if fn is not None:
+        return fn(x)
+    builtin = _BUILTIN_TARGETS.get(target)
+    if builtin is None:
+        raise TypeError(f"no conversion from an object of type {_type_name(x)} to {target!r}")
+    if _is_stream(x) and target is not Stream:
+        raise _stream_error(x, f"convert(x, {target.__name__})")
+    return builtin(_adapt(x), encoding, chunk_size)
+
+
+def register_conversion(src_type: type, dst_type: type, fn: Callable[[Any], Any]) -> None:
+    """Teach :func:`convert` (and every function here) a new conversion.
+
+    ``fn(x)`` turns an instance of ``src_type`` (or of a subclass) into a
+    ``dst_type``. Registering the same pair again replaces the conversion. A
+    conversion to a built-in target (``bytes``, ``str``, ``list``, ...) also makes
+    ``src_type`` a source for :func:`to_bytes`, :func:`to_stream` and the rest.
+
+    :raises TypeError: at once, if a type is not a class or ``fn`` is not callable.
+    """
+    for name, t in (("src_type", src_type), ("dst_type", dst_type)):
+        if not isinstance(t, type):
+            raise TypeError(f"{name} must be a class, not {t!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {fn!r}")
+    _conversions[(src_type, dst_type)] = fn
+
+
+# -- to_input_stream ------------------------------------------------------------------
+
+
+def _in_io_thread() -> bool:
+    return bool(threadable.isInIOThread())
+
+
+class _InputStream(io.RawIOBase):
+    """A blocking binary file over a source, for code in a thread.
+
+    Over a stream, each chunk is taken on the reactor thread
+    (``blockingCallFromThread``) while the reading thread waits. On the reactor
+    thread itself, a read that would have to wait raises :class:`RuntimeError`
+    (it would deadlock); a read that data already buffered in the stream can
+    answer works. Closing it closes the stream.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterator[bytes] | None,
+        source: Any,
+        reactor: IReactorFromThreads | None,
+        encoding: str,
+    ) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._source = source
+        self._reactor = reactor
+        self._encoding = encoding
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bytes | None:
+        """The next non-empty chunk, or ``None`` at the end."""
+        if self._chunks is not None:
+            return next(self._chunks, None)
+        while True:
+            msg = self._take()
+            if msg is _END:
+                err = self._on_reactor(_error_of, self._source)
+                if err is not None:
+                    raise err
+                return None
+            chunk = _chunk_bytes(msg, self._encoding)
+            if chunk:
+                return chunk
+
+    def _take(self) -> Any:
+        source = self._source
+        reactor = self._reactor
+        if _in_io_thread() or not getattr(reactor, "running", True):
+            d = source.take(_END)
+            msg = _fired(d)
+            if msg is _PENDING:
+                if d.called:  # failed at once
+                    out: list[Any] = []
+                    d.addBoth(out.append)
+                    if isinstance(out[0], Failure):
+                        out[0].raiseException()
+                    return out[0]
+                d.addErrback(lambda f: None)
+                d.cancel()  # withdraw the take
+                where = "on the reactor thread" if _in_io_thread() else "with no reactor running"
+                raise RuntimeError(
+                    f"a read from {source!r} would have to wait {where}: "
+                    "read to_input_stream() from another thread (deferToThread)"
+                )
+            return msg
+        assert reactor is not None
+        return blockingCallFromThread(reactor, source.take, _END)
+
+    def _on_reactor(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the reactor thread (here if this is it, or no reactor runs)."""
+        reactor = self._reactor
+        if reactor is None or _in_io_thread() or not getattr(reactor, "running", True):
+            return fn(*args)
+        return blockingCallFromThread(reactor, fn, *args)
+
+    def _fill(self) -> bool:
+        """Make sure some data is buffered; ``False`` at the end."""
+        if self._pos < len(self._buf):
+            return True
+        if self._eof:
+            return False
+        chunk = self._next_chunk()
+        if chunk is None:
+            self._eof = True
+            self._buf, self._pos = b"", 0
+            return False
+        self._buf, self._pos = chunk, 0
+        return True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def readinto(self, b: Any) -> int:
+        self._check_open()
+        view = memoryview(b).cast("B")
+        if not len(view) or not self._fill():
+            return 0
+        n = min(len(view), len(self._buf) - self._pos)
+        view[:n] = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Exactly ``size`` bytes, fewer only at the end (``-1``: all of it).
+
+        Blocks until that many bytes came, as a buffered file does: WSGI apps
+        (Django's ``LimitedStream``) read a body with a single ``read(n)``.
+        """
+        self._check_open()
+        if size is None or size < 0:
+            return self.readall()
+        first = self.read1(size)
+        if len(first) == size or not first:
+            return first
+        parts = [first]
+        missing = size - len(first)
+        try:
+            while missing:
+                more = self.read1(missing)
+                if not more:
+                    break
+                parts.append(more)
+                missing -= len(more)
+        except BaseException:
+            # Nothing read is lost: put it back in front of the buffer.
+            self._buf = b"".join(parts) + self._buf[self._pos :]
+            self._pos = 0
+            raise
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes (``-1``: no limit) from what one chunk gives.
+
+        Blocks only while nothing at all is buffered.
+        """
+        self._check_open()
+        if size == 0 or not self._fill():
+            return b""
+        start = self._pos
+        end = len(self._buf) if size is None or size < 0 else min(len(self._buf), start + size)
+        self._pos = end
+        if start == 0 and end == len(self._buf):
+            return self._buf
+        return self._buf[start:end]
+
+    def readall(self) -> bytes:
+        self._check_open()
+        parts: list[bytes] = []
+        while self._fill():
+            parts.append(self._buf[self._pos :] if self._pos else self._buf)
+            self._pos = len(self._buf)
+        return b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        limit = -1 if size is None else size
+        parts: list[bytes] = []
+        got = 0
+        while (limit < 0 or got < limit) and self._fill():
+            buf, pos = self._buf, self._pos
+            end = len(buf)
+            if limit >= 0:
+                end = min(end, pos + limit - got)
+            nl = buf.find(b"\n", pos, end)
+            if nl >= 0:
+                end = nl + 1
+            parts.append(buf[pos:end])
+            got += end - pos
+            self._pos = end
+            if nl >= 0:
+                break
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.closed and self._source is not None and not self._eof:
+            source, reactor = self._source, self._reactor
+            if _in_io_thread() or reactor is None or not getattr(reactor, "running", True):
+                source.close()
+            else:
+                reactor.callFromThread(source.close)
+        super().close()
+
+
+def to_input_stream(
+    x: Any, reactor: IReactorFromThreads | None = None, encoding: str = "utf-8"
+) -> io.RawIOBase:
+    """A blocking binary file object (:class:`io.RawIOBase`) over any source.
+
+    For code running in a thread (WSGI's ``wsgi.input``, blocking parsers): over
+    a stream, a read blocks the calling thread until a chunk arrives, taken on the
+    reactor thread. ``read(n)`` returns ``n`` bytes, fewer only at the end (as a
+    buffered file does: WSGI apps read a body with one ``read(n)``), ``read()``
+    reads to the end; ``readinto`` and ``read1`` return what one chunk gives
+    (``io.BufferedReader`` and ``io.TextIOWrapper`` work on top), ``readline``
+    reads across chunks. A read made on the reactor thread that would have to
+    wait raises :class:`RuntimeError` rather than deadlock (what was already read
+    stays buffered). At the end of a stream closed by an error (its
+    ``description()["error"]``), the read raises that error instead of returning
+    ``b""``. Synchronous sources are simply read. Closing the file before the end
+    closes the stream. A thread blocked in a read waits as long as the stream
+    does: close the stream (or give it a timeout upstream) to release it.
+
+    :param x: any source.
+    :param reactor: the reactor that runs the stream (``None``: the global reactor,
+        looked up now, for a stream source only).
+    :param encoding: for ``str`` chunks.
+    :raises TypeError: at once, for an unsupported type.
+    """
+    x = _adapt(x)
+    if _is_stream(x):
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor  # type: ignore[assignment]
+        raw: io.RawIOBase = _InputStream(None, x, reactor, encoding)
+    else:
+        raw = _InputStream(to_chunks(x, DEFAULT_CHUNK_SIZE, encoding), None, None, encoding)
+    return raw
+
+
+# -- inspection ------------------------------------------------------------------------
+
+
+def _hexdump_lines(data: bytes) -> Iterator[str]:
+    """``hexdump -C``'s lines: offset, 16 bytes in hex (8 + 8), ``|ASCII|``; ``*`` for repeats."""
+    previous: bytes | None = None
+    starred = False
+    for off in range(0, len(data), 16):
+        row = data[off : off + 16]
+        if row == previous and len(row) == 16:
+            if not starred:
+                starred = True
+                yield "*"
+            continue
+        previous, starred = row, False
+        hexes = " ".join(f"{b:02x}" for b in row[:8])
+        if len(row) > 8:
+            hexes += "  " + " ".join(f"{b:02x}" for b in row[8:])
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        yield f"{off:08x}  {hexes:<48}  |{text}|"
+    if data:
+        yield f"{len(data):08x}"
+
+
+def print_bytes(x: Any, encoding: str = "utf-8") -> None:
+    """Print a hex + ASCII dump of a synchronous source to stdout, as ``hexdump -C``.
+
+    Each line: the offset (8 hex digits), 16 bytes in hex (two groups of 8), and
+    the bytes as ASCII between ``|`` (``.`` for non-printable); a row repeating the
+    one above is shown once as ``*``; the last line is the total length. Nothing
+    is printed for no bytes.
+
+    :param x: any source but a stream.
+    :raises TypeError: for a stream (collect it first) or an unsupported type.
+    """
+    out = sys.stdout
+    for line in _hexdump_lines(to_bytes(x, encoding)):
+        out.write(line + "\n")
+
+
+def compare_bytes(a: Any, b: Any) -> int:
+    """``-1``, ``0`` or ``1`` as ``a`` sorts before, equal to or after ``b``.
+
+    Lexicographic over unsigned bytes (Python's ``bytes`` order: a prefix sorts
+    first); ``str`` compares by its UTF-8 bytes.
+
+    :param a: a synchronous source.
+    :param b: a synchronous source.
+    :raises TypeError: for a stream or an unsupported type.
+    """
+    x, y = to_bytes(a), to_bytes(b)
+    return (x > y) - (x < y)

@@ -1,0 +1,185 @@
+"""Server options and limit checks (pure: plain values in, plain values out).
+
+Each check returns the HTTP status to answer (an ``int``) or ``None`` when the
+request is within its limits, as h11's ``error_status_hint`` does, so the
+protocol front only has to write the answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "DEFAULTS",
+    "ServerOptions",
+    "check_content_length",
+    "check_framing",
+    "check_header_size",
+    "check_request_line",
+    "check_version",
+    "make_options",
+]
+
+#: The ``start_server`` options and their defaults (API.md).
+DEFAULTS: Mapping[str, Any] = {
+    # No default cap: the body is a stream with backpressure, so memory stays
+    # bounded whatever the size; set one to refuse large uploads early (413).
+    "max_request_body_size": None,
+    # 8 KiB, as Netty (Aleph), nginx and uvicorn: longer request lines are 414.
+    "max_initial_line_length": 8192,
+    # 8 KiB, as Netty (Aleph): a larger header block is 431.
+    "max_header_size": 8192,
+    "idle_timeout": None,
+    "shutdown_timeout": 15,
+    "continue_handler": None,
+    "error_handler": None,
+    "compression": False,
+    "executor": None,
+    "http_versions": ("http/1.1",),
+    "clock": None,
+}
+
+_VERSIONS = frozenset({"http/1.1", "h2"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Validated ``start_server`` options (see :data:`DEFAULTS` and API.md)."""
+
+    max_request_body_size: int | None = None
+    max_initial_line_length: int = 8192
+    max_header_size: int = 8192
+    idle_timeout: float | None = None
+    shutdown_timeout: float = 15
+    continue_handler: Callable[[dict[str, Any]], Any] | None = None
+    error_handler: Callable[[dict[str, Any], Any], Any] | None = None
+    compression: bool = False
+    executor: str | None = None
+    http_versions: tuple[str, ...] = ("http/1.1",)
+    clock: Any = None
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def make_options(options: Mapping[str, Any]) -> ServerOptions:
+    """Check ``options`` (keyword arguments of ``start_server``) and fill in defaults.
+
+    :param options: option names to values.
+    :returns: the validated options.
+    :raises TypeError: for an unknown option name (named in the message).
+    :raises ValueError: for a bad value (named in the message).
+    """
+    for name in options:
+        if name not in DEFAULTS:
+            known = ", ".join(sorted(DEFAULTS))
+            raise TypeError(f"unknown HTTP server option {name!r} (known: {known})")
+    merged = {**DEFAULTS, **options}
+    body = merged["max_request_body_size"]
+    if body is not None and (not _is_int(body) or body < 0):
+        raise ValueError(f"max_request_body_size must be None or an int >= 0, not {body!r}")
+    for name in ("max_initial_line_length", "max_header_size"):
+        v = merged[name]
+        if not _is_int(v) or v <= 0:
+            raise ValueError(f"{name} must be an int > 0, not {v!r}")
+    idle = merged["idle_timeout"]
+    if idle is not None and (not _is_number(idle) or idle <= 0):
+        raise ValueError(f"idle_timeout must be None or a number > 0, not {idle!r}")
+    shutdown = merged["shutdown_timeout"]
+    if not _is_number(shutdown) or shutdown < 0:
+        raise ValueError(f"shutdown_timeout must be a number >= 0, not {shutdown!r}")
+    for name in ("continue_handler", "error_handler"):
+        fn = merged[name]
+        if fn is not None and not callable(fn):
+            raise ValueError(f"{name} must be callable or None, not {fn!r}")
+    if not isinstance(merged["compression"], bool):
+        raise ValueError(f"compression must be a bool, not {merged['compression']!r}")
+    if merged["executor"] not in (None, "thread"):
+        raise ValueError(f"executor must be None or 'thread', not {merged['executor']!r}")
+    versions = merged["http_versions"]
+    if isinstance(versions, str) or not isinstance(versions, Sequence):
+        raise ValueError(f"http_versions must be a sequence of 'http/1.1'/'h2', not {versions!r}")
+    versions = tuple(versions)
+    for v in versions:
+        if v not in _VERSIONS:
+            raise ValueError(f"unknown HTTP version {v!r} in http_versions (known: 'http/1.1', 'h2')")
+    if "http/1.1" not in versions:
+        raise ValueError(f"http_versions must include 'http/1.1', not {versions!r}")
+    merged["http_versions"] = versions
+    return ServerOptions(**merged)
+
+
+def check_request_line(method_len: int, url_len: int, max_initial_line_length: int) -> int | None:
+    """414 when ``METHOD SP target SP HTTP/1.1`` is longer than the limit.
+
+    :param method_len: length of the method token (0 if not known yet).
+    :param url_len: length of the request target seen so far.
+    """
+    # RFC 9112 §3: request-line = method SP request-target SP HTTP-version
+    if method_len + url_len + 10 > max_initial_line_length:
+        return 414
+    return None
+
+
+def check_header_size(size: int, max_header_size: int) -> int | None:
+    """431 when the header block (``name: value\\r\\n`` lines) exceeds the limit (RFC 6585 §5)."""
+    if size > max_header_size:
+        return 431
+    return None
+
+
+def check_content_length(length: int | None, received: int, max_body: int | None) -> int | None:
+    """413 when the declared ``length`` or the bytes ``received`` so far exceed ``max_body``."""
+    if max_body is None:
+        return None
+    if length is not None and length > max_body:
+        return 413
+    if received > max_body:
+        return 413
+    return None
+
+
+def check_version(version: str) -> int | None:
+    """505 for anything but HTTP/1.0 and HTTP/1.1 (HTTP/0.9 has no headers to frame with)."""
+    if version == "1.1" or version == "1.0":
+        return None
+    return 505
+
+
+def _digits(v: str) -> bool:
+    return v.isascii() and v.isdigit()
+
+
+def check_framing(content_lengths: Sequence[str], transfer_encodings: Sequence[str]) -> int | None:
+    """400 for ambiguous body framing (RFC 9112 §6.1, §6.3): refuse, never guess.
+
+    :param content_lengths: every ``Content-Length`` field value, as received.
+    :param transfer_encodings: every ``Transfer-Encoding`` field value, as received.
+    :returns: 400 for both headers, differing or invalid lengths, or a transfer
+        coding list that does not end in ``chunked``; 501 for a transfer coding this
+        server does not implement before a final ``chunked`` (RFC 9112 §6.1); else ``None``.
+    """
+    if content_lengths and transfer_encodings:
+        return 400
+    if content_lengths:
+        values = {v.strip() for cl in content_lengths for v in cl.split(",")}
+        if len(values) != 1:
+            return 400
+        (value,) = values
+        if not _digits(value):
+            return 400
+        return None
+    if transfer_encodings:
+        codings = [c.strip().lower() for te in transfer_encodings for c in te.split(",")]
+        if not codings or codings[-1] != "chunked":
+            return 400
+        if len(codings) > 1:
+            return 400 if "chunked" in codings[:-1] else 501
+    return None

@@ -1,0 +1,159 @@
+"""``start_server`` and the eager write path (TWISTED-NOTES §3).
+
+Twisted's ``tcp.Connection.write`` always buffers and registers the socket for
+writability: two ``epoll_ctl`` calls per response. :class:`EagerServer` sends at
+once when nothing is queued (what asyncio transports do) and falls back to
+Twisted's path on a partial send, when data is queued, under old-style TLS, or
+with a non-streaming producer. It is installed per listening port, below any
+TLS layer (``TLSMemoryBIOProtocol`` writes ciphertext through it), never from a
+protocol through ``transport.socket`` (that would send plaintext under TLS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.logger import Logger
+
+from aleph_tx._server import Server
+from aleph_tx._server import listen as _listen
+from aleph_tx.http._h1 import HTTPFactory
+from aleph_tx.http._limits import make_options
+
+__all__ = ["EagerServer", "eager_write_supported", "install_eager", "start_server"]
+
+_log = Logger()
+
+# Private attributes of twisted.internet.abstract.FileDescriptor / tcp.Server the
+# eager path reads; checked at start-up (Twisted 26.x).
+_REQUIRED = (
+    "_tempDataLen",
+    "dataBuffer",
+    "TLS",
+    "connected",
+    "disconnecting",
+    "_writeDisconnecting",
+    "_writeDisconnected",
+    "producer",
+    "streamingProducer",
+)
+
+
+class EagerServer(tcp.Server):
+    """A ``tcp.Server`` whose ``write`` sends at once when nothing is queued."""
+
+    def write(self, data: bytes) -> None:
+        """Send now if the socket takes it all; queue the rest the Twisted way."""
+        if (
+            data
+            and type(data) is bytes
+            and not self._tempDataLen
+            and not self.dataBuffer
+            and not self.TLS
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnecting
+            and not self._writeDisconnected
+            and (self.producer is None or self.streamingProducer)
+        ):
+            try:
+                n = self.socket.send(data)
+            except OSError:  # EAGAIN: queue; EPIPE/ECONNRESET: Twisted's path closes it
+                n = 0
+            if n == len(data):
+                return
+            data = data[n:]
+        super().write(data)  # type: ignore[no-untyped-call]
+
+    def writeSequence(self, iovec: Sequence[bytes]) -> None:  # type: ignore[override]  # noqa: N802
+        """One ``write`` of the joined pieces."""
+        self.write(b"".join(iovec))
+
+
+def eager_write_supported() -> bool:
+    """The start-up self-check: does this Twisted have what :class:`EagerServer` reads?"""
+    try:
+        probe = tcp.Server.__new__(tcp.Server)
+        from twisted.internet import abstract
+
+        abstract.FileDescriptor.__init__(probe)
+        return all(hasattr(probe, name) for name in _REQUIRED) and hasattr(tcp.Port, "transport")
+    except Exception:
+        return False
+
+
+_EAGER_OK: bool | None = None
+
+
+def install_eager(port: Any, server_class: type[tcp.Server] = EagerServer) -> bool:
+    """Make the listening ``port`` build ``server_class`` transports (``tcp.Port`` only).
+
+    :returns: whether it was installed (``False`` for other port kinds, or when the
+        self-check fails: then the plain Twisted write path is used).
+    """
+    global _EAGER_OK
+    if _EAGER_OK is None:
+        _EAGER_OK = eager_write_supported()
+        if not _EAGER_OK:
+            _log.warn("eager writes disabled: this Twisted lacks the attributes they need")
+    if not _EAGER_OK or type(port) is not tcp.Port or port.transport is not tcp.Server:
+        return False
+    port.transport = server_class
+    return True
+
+
+def start_server(
+    handler: Callable[[dict[str, Any]], Any],
+    port: int = 0,
+    host: str = "",
+    listen: str | Sequence[str] | None = None,
+    ssl_context: Any = None,
+    reactor: Any = None,
+    **options: Any,
+) -> Server:
+    """Serve ``handler`` over HTTP/1.1; binds at once.
+
+    :param handler: ``fn(req) -> response dict | None | Deferred | coroutine``.
+    :param port: TCP port (0: an ephemeral one; see ``Server.port``).
+    :param host: interface (``""``: all IPv4 interfaces).
+    :param listen: Twisted endpoint description(s) instead of ``port``/``host``.
+    :param ssl_context: a server TLS context (:func:`aleph_tx.tls.self_signed_context`).
+    :param reactor: the reactor (``None``: the global one).
+    :param options: see API.md (``max_request_body_size``, ``idle_timeout``, ...).
+    :returns: the :class:`~aleph_tx._server.Server`.
+    :raises TypeError: for an unknown option name, or a handler that is not callable.
+    :raises ValueError: for a bad option value.
+    :raises twisted.internet.error.CannotListenError: if the port cannot be bound.
+    """
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, not {handler!r}")
+    opts = make_options(options)
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    factory = HTTPFactory(handler, opts, reactor)
+    top: Any = factory
+    if "h2" in opts.http_versions:
+        descriptions = [listen] if isinstance(listen, str) else list(listen or [])
+        tls = (
+            ssl_context is not None
+            if listen is None
+            else all(d.lower().startswith("ssl:") for d in descriptions)
+        )
+        if not tls:
+            raise ValueError(
+                "http_versions with 'h2' needs TLS (ssl_context=, or ssl: endpoints): HTTP/2 is negotiated with ALPN"
+            )
+        from aleph_tx.http._resource import ALPNFactory, make_site, to_resource
+
+        site = make_site(to_resource(handler, **options), opts.max_request_body_size)
+        top = ALPNFactory(factory, site)
+    ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
+    for p in ports:
+        install_eager(p)
+    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=opts.clock)
+    factory.server = server
+    return server

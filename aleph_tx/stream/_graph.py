@@ -1,0 +1,374 @@
+"""connect, splice and drain_into: the propagation loop (Manifold's ``graph.clj``).
+
+Every source with at least one sink owns a :class:`_Node`. The node's pump takes
+one message, offers it to every edge, and takes the next only when every edge has
+accepted it: a source feeds all its sinks at the pace of the slowest, and holds
+at most one message in flight. The pump loops while Deferreds have already fired
+(Manifold's trampoline), so synchronous pipelines use no recursion and no
+callbacks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from aleph_tx.stream._core import Stream, _check_timeout
+
+__all__ = ["SplicedStream", "connect", "drain_into", "splice"]
+
+_log = Logger()
+
+#: Returned by :func:`ready` for a Deferred whose result is not here yet.
+PENDING: Any = object()
+_END = object()
+_TIMED_OUT = object()
+
+
+def ready(d: Deferred[Any]) -> Any:
+    """The successful result of ``d`` if it has already fired, else :data:`PENDING`."""
+    if d.called and not d.paused:
+        r = d.result
+        if not isinstance(r, (Failure, Deferred)):
+            return r
+    return PENDING
+
+
+def resolve(x: Any) -> Any:
+    """``x`` as a value or a Deferred: coroutines are started as Deferreds."""
+    if isinstance(x, Deferred):
+        return x
+    if inspect.iscoroutine(x):
+        return Deferred.fromCoroutine(x)
+    return x
+
+
+def _as_deferred(x: Any) -> Deferred[Any]:
+    x = resolve(x)
+    return x if isinstance(x, Deferred) else succeed(x)
+
+
+class _Edge:
+    """One connection from a node's source to a sink."""
+
+    __slots__ = ("active", "downstream", "offer", "on_end", "pending", "sink", "upstream")
+
+    def __init__(
+        self,
+        sink: Any,
+        offer: Callable[[Any], Deferred[Any]],
+        downstream: bool,
+        upstream: bool,
+        on_end: Callable[[], object] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.on_end = on_end
+        self.offer = offer
+        self.downstream = downstream
+        self.upstream = upstream
+        self.active = True
+        self.pending: Deferred[Any] | None = None
+
+
+class _Node:
+    """The pump of one source and its edges.
+
+    ``running`` guards the loop against re-entry from callbacks that fire while it
+    delivers; ``in_flight`` counts the edges whose put has not fired yet.
+    """
+
+    __slots__ = ("edges", "in_flight", "running", "source", "take_d")
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.edges: list[_Edge] = []
+        self.take_d: Deferred[Any] | None = None
+        self.in_flight = 0
+        self.running = False
+
+    def add(self, edge: _Edge) -> None:
+        self.edges.append(edge)
+        edge.sink.on_closed(lambda: self.remove(edge, sink_closed=True))
+        if self.source.drained:
+            self.end()
+        elif self.take_d is None:
+            self.pump()
+
+    def remove(self, edge: _Edge, sink_closed: bool = False) -> None:
+        if not edge.active:
+            return
+        edge.active = False
+        self.edges.remove(edge)
+        if edge.pending is not None:
+            # Its put may stay pending on a closed sink forever: stop waiting for it.
+            edge.pending = None
+            self.in_flight -= 1
+        if self.edges:
+            self.pump()
+            return
+        if self.take_d is not None:
+            d, self.take_d = self.take_d, None
+            d.cancel()
+        if sink_closed and edge.upstream:
+            self.source.close()
+
+    def pump(self, msg: Any = PENDING) -> None:
+        """Deliver ``msg`` (if given), then take and deliver until something has to wait."""
+        if self.running:
+            return
+        self.running = True
+        try:
+            if msg is not PENDING:
+                self.deliver(msg)
+            source = self.source
+            while self.edges and not self.in_flight and self.take_d is None:
+                d = source.take(_END)
+                msg = ready(d)
+                if msg is PENDING:
+                    self.take_d = d
+                    d.addCallbacks(self._taken, self._take_failed, callbackArgs=(d,), errbackArgs=(d,))
+                    return
+                self.deliver(msg)
+        finally:
+            self.running = False
+
+    def _taken(self, msg: Any, d: Deferred[Any]) -> None:
+        if self.take_d is d:
+            self.take_d = None
+            self.pump(msg)
+
+    def _take_failed(self, f: Failure, d: Deferred[Any]) -> None:
+        if f.check(CancelledError):
+            return
+        if self.take_d is d:
+            self.take_d = None
+        _log.failure("take from {source!r} failed; disconnecting its sinks", f, source=self.source)
+        for edge in tuple(self.edges):
+            self.remove(edge)
+
+    def deliver(self, msg: Any) -> None:
+        if msg is _END:
+            self.end()
+            return
+        for edge in tuple(self.edges):
+            if not edge.active:
+                continue
+            d = edge.offer(msg)
+            r = ready(d)
+            if r is PENDING:
+                self.in_flight += 1
+                edge.pending = d
+                d.addBoth(self._offered, edge, d)
+            elif r is not True:
+                self._refused(edge, r)
+
+    def _offered(self, result: Any, edge: _Edge, d: Deferred[Any]) -> None:
+        if edge.pending is not d:
+            return  # the edge was removed meanwhile
+        edge.pending = None
+        self.in_flight -= 1
+        if isinstance(result, Failure):
+            if not result.check(CancelledError):
+                _log.failure("put into {sink!r} failed", result, sink=edge.sink)
+            self._refused(edge, False)
+        elif result is not True:
+            self._refused(edge, result)
+        self.pump()
+
+    def _refused(self, edge: _Edge, result: Any) -> None:
+        if result is _TIMED_OUT:
+            edge.sink.close()
+        self.remove(edge, sink_closed=bool(edge.sink.closed))
+
+    def end(self) -> None:
+        """The source is drained: close the downstream sinks, drop every edge."""
+        edges, self.edges = self.edges, []
+        for edge in edges:
+            edge.active = False
+            if edge.on_end is not None:
+                edge.on_end()
+            elif edge.downstream:
+                edge.sink.close()
+
+
+_foreign_nodes: weakref.WeakKeyDictionary[Any, _Node] = weakref.WeakKeyDictionary()
+
+
+def _node(source: Any) -> _Node:
+    """The node of ``source`` (kept on the stream itself, or beside it for other classes)."""
+    node: _Node | None = getattr(source, "_downstream", None)
+    if node is None:
+        node = _Node(source)
+        try:
+            source._downstream = node
+        except AttributeError:
+            node = _foreign_nodes.setdefault(source, node)
+    return node
+
+
+def connect(
+    source: Any,
+    sink: Any,
+    downstream: bool = True,
+    upstream: bool = False,
+    timeout: float | None = None,
+    description: dict[str, Any] | None = None,
+    clock: IReactorTime | None = None,
+) -> None:
+    """Pump every message of ``source`` into ``sink``, respecting backpressure.
+
+    :param downstream: close ``sink`` when ``source`` is drained.
+    :param upstream: close ``source`` when ``sink`` closes and it has no other open sink.
+    :param timeout: a sink that does not accept a message within it is closed and
+        disconnected (a slow consumer is cut off, not buffered for).
+    :param description: reserved for introspection (kept for Manifold parity).
+    :raises ValueError: for a negative ``timeout``.
+    """
+    if timeout is None:
+        offer: Callable[[Any], Deferred[Any]] = sink.put
+    else:
+        _check_timeout(timeout)
+
+        def offer(msg: Any) -> Deferred[Any]:
+            return sink.try_put(msg, timeout, _TIMED_OUT, clock)  # type: ignore[no-any-return]
+
+    node = _node(source)
+    node.add(_Edge(sink, offer, downstream, upstream))
+
+
+def connect_via(
+    source: Any,
+    fn: Callable[[Any], Any],
+    sink: Stream,
+    upstream: bool = True,
+    on_end: Callable[[], object] | None = None,
+) -> None:
+    """Pump ``source`` through ``fn(msg) -> bool or Deferred[bool]`` (which puts into ``sink``).
+
+    If ``fn`` raises or its Deferred fails, ``sink`` closes with the error logged and
+    kept in its description. Closing ``sink`` closes ``source`` if it has no other sink.
+    When ``source`` is drained, ``on_end()`` is called instead of closing ``sink``.
+    """
+
+    def offer(msg: Any) -> Deferred[Any]:
+        try:
+            d = _as_deferred(fn(msg))
+        except Exception as e:
+            sink._fail(e)
+            return succeed(False)
+        if d.called and not isinstance(d.result, Failure):
+            return d
+
+        def failed(f: Failure) -> bool:
+            sink._fail(f.value if f.value is not None else RuntimeError(repr(f)))
+            return False
+
+        return d.addErrback(failed)
+
+    node = _node(source)
+    node.add(_Edge(sink, offer, True, upstream, on_end))
+
+
+def drain_into(source: Any, sink: Any) -> Deferred[bool]:
+    """Put every message of ``source`` into ``sink``; does not close ``sink``.
+
+    :returns: fires ``True`` when ``source`` is drained, ``False`` if ``sink``
+        closed first.
+    """
+    done: Deferred[bool] = Deferred()
+    finished = False
+
+    def finish(value: bool) -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            done.callback(value)
+
+    source.on_drained(lambda: finish(True))
+    sink.on_closed(lambda: finish(False) if not source.drained else None)
+    if not finished:
+        _node(source).add(_Edge(sink, sink.put, False, False))
+    return done
+
+
+class SplicedStream:
+    """A duplex stream: puts go to ``sink``, takes come from ``source``.
+
+    ``close()`` closes ``sink``; ``closed`` is the sink's, ``drained`` the source's.
+    """
+
+    __slots__ = ("_description", "_downstream", "_sink", "_source")
+
+    def __init__(self, sink: Any, source: Any, description: dict[str, Any] | None = None) -> None:
+        self._sink = sink
+        self._source = source
+        self._description = description
+        self._downstream: Any = None
+
+    def put(self, msg: Any) -> Deferred[bool]:
+        """Put into the sink."""
+        return self._sink.put(msg)  # type: ignore[no-any-return]
+
+    def try_put(
+        self, msg: Any, timeout: float, timeout_value: Any = False, clock: Any = None
+    ) -> Deferred[Any]:
+        """Try to put into the sink."""
+        return self._sink.try_put(msg, timeout, timeout_value, clock)  # type: ignore[no-any-return]
+
+    def take(self, default: Any = None) -> Deferred[Any]:
+        """Take from the source."""
+        return self._source.take(default)  # type: ignore[no-any-return]
+
+    def try_take(
+        self, timeout: float, default: Any = None, timeout_value: Any = None, clock: Any = None
+    ) -> Deferred[Any]:
+        """Try to take from the source."""
+        return self._source.try_take(timeout, default, timeout_value, clock)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the sink side."""
+        self._sink.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the sink side is closed."""
+        return bool(self._sink.closed)
+
+    @property
+    def drained(self) -> bool:
+        """Whether the source side is drained."""
+        return bool(self._source.drained)
+
+    def on_closed(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once the sink side closes."""
+        self._sink.on_closed(fn)
+
+    def on_drained(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once the source side is drained."""
+        self._source.on_drained(fn)
+
+    def description(self) -> dict[str, Any]:
+        """The source's description, with ``type`` ``"splice"`` and the sink's under ``sink``."""
+        desc = dict(self._source.description())
+        desc.update(type="splice", closed=self.closed, sink=self._sink.description())
+        if self._description:
+            desc.update(self._description)
+        return desc
+
+    def __aiter__(self) -> Any:
+        return self._source.__aiter__()
+
+    def __repr__(self) -> str:
+        return f"<SplicedStream sink={self._sink!r} source={self._source!r}>"
+
+
+def splice(sink: Any, source: Any) -> SplicedStream:
+    """One duplex stream whose puts go to ``sink`` and whose takes come from ``source``."""
+    return SplicedStream(sink, source)

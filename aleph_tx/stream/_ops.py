@@ -1,0 +1,408 @@
+"""Stream operators: derived streams and reductions (Manifold's ``stream.clj``).
+
+Derived streams (``map``, ``filter``, ``mapcat``, ``buffer``, ``batch``,
+``throttle``, ``zip``) close when their source is drained, and closing one closes
+its source when the source has no other sink. A ``None`` result of ``map``'s
+function is skipped: ``None`` is not a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from aleph_tx.stream._core import Stream, _reactor_clock
+from aleph_tx.stream._graph import _END, PENDING, connect, connect_via, ready, resolve
+
+__all__ = [
+    "NOTHING",
+    "batch",
+    "buffer",
+    "collect",
+    "consume",
+    "filter",
+    "from_iterable",
+    "map",
+    "mapcat",
+    "periodically",
+    "reduce",
+    "throttle",
+    "zip",
+]
+
+
+class _Nothing:
+    """The "no value given" sentinel (``reduce`` without ``initial``)."""
+
+    _instance: _Nothing | None = None
+
+    def __new__(cls) -> _Nothing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Any = _Nothing()
+
+
+def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn(x)`` now if ``x`` is a value (or fired Deferred), else chained on it."""
+    x = resolve(x)
+    if isinstance(x, Deferred):
+        v = ready(x)
+        if v is PENDING:
+            return x.addCallback(fn)
+        return fn(v)
+    return fn(x)
+
+
+def _put_value(dst: Stream, value: Any) -> Any:
+    return succeed(True) if value is None else dst.put(value)
+
+
+def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
+    """A stream of ``f(msg)`` (``f(*msgs)`` over several sources, zipped).
+
+    ``f`` may return a Deferred or a coroutine; results are awaited in order.
+    """
+    if not sources:
+        raise TypeError("map needs at least one source")
+    if len(sources) == 1:
+        source, fn = sources[0], f
+    else:
+        source, fn = zip(*sources), lambda t: f(*t)
+    dst = Stream(description={"op": "map"})
+    connect_via(source, lambda msg: _then(fn(msg), lambda v: _put_value(dst, v)), dst)
+    return dst
+
+
+def filter(pred: Callable[[Any], Any], source: Any) -> Stream:  # noqa: A001
+    """A stream of the messages for which ``pred`` (possibly a Deferred) is true."""
+    dst = Stream(description={"op": "filter"})
+
+    def offer(msg: Any) -> Any:
+        return _then(pred(msg), lambda keep: dst.put(msg) if keep else True)
+
+    connect_via(source, offer, dst)
+    return dst
+
+
+def _put_all(dst: Stream, items: Iterator[Any]) -> Any:
+    """Put every item in order, each after the previous one was accepted."""
+    for item in items:
+        if item is None:
+            continue
+        d = dst.put(item)
+        r = ready(d)
+        if r is PENDING:
+            return d.addCallback(lambda ok: _put_all(dst, items) if ok else False)
+        if r is not True:
+            return r
+    return True
+
+
+def mapcat(f: Callable[[Any], Any], source: Any) -> Stream:
+    """A stream of every item of every iterable ``f(msg)`` returns, in order."""
+    dst = Stream(description={"op": "mapcat"})
+    connect_via(source, lambda msg: _then(f(msg), lambda items: _put_all(dst, iter(items))), dst)
+    return dst
+
+
+def _loop(source: Any, step: Callable[[Any], Any], finish: Callable[[], Any]) -> Deferred[Any]:
+    """Take every message of ``source`` into ``step`` (awaiting its Deferreds); fire ``finish()``.
+
+    Loops while results have already fired, so long synchronous sources use no recursion.
+    """
+    done: Deferred[Any] = Deferred()
+
+    def run(msg: Any = PENDING) -> None:
+        try:
+            while True:
+                if msg is PENDING:
+                    d = source.take(_END)
+                    msg = ready(d)
+                    if msg is PENDING:
+                        d.addCallbacks(run, done.errback)
+                        return
+                if msg is _END:
+                    done.callback(finish())
+                    return
+                r = resolve(step(msg))
+                msg = PENDING
+                if isinstance(r, Deferred) and ready(r) is PENDING:
+                    r.addCallbacks(lambda _: run(), done.errback)
+                    return
+        except Exception:
+            done.errback(Failure())
+
+    run()
+    return done
+
+
+def reduce(f: Callable[[Any, Any], Any], source: Any, initial: Any = NOTHING) -> Deferred[Any]:
+    """Like :func:`functools.reduce` over every message; ``f`` may return a Deferred.
+
+    An empty source without ``initial`` fails with :class:`TypeError`.
+    """
+    acc = initial
+
+    def step(msg: Any) -> Any:
+        nonlocal acc
+        if acc is NOTHING:
+            acc = msg
+            return None
+
+        def store(v: Any) -> None:
+            nonlocal acc
+            acc = v
+
+        return _then(f(acc, msg), store)
+
+    def finish() -> Any:
+        if acc is NOTHING:
+            raise TypeError("reduce() of an empty stream with no initial value")
+        return acc
+
+    return _loop(source, step, finish)
+
+
+def consume(f: Callable[[Any], Any], source: Any) -> Deferred[bool]:
+    """Call ``f`` on each message (awaiting Deferred results); fires ``True`` when drained."""
+    return _loop(source, f, lambda: True)
+
+
+def collect(source: Any) -> Deferred[list[Any]]:
+    """Every message until the source is drained, as a list."""
+    out: list[Any] = []
+    return _loop(source, out.append, lambda: out)
+
+
+def buffer(size: int, source: Any, metric: Callable[[Any], float] | None = None) -> Stream:
+    """A view of ``source`` buffering up to ``size`` messages (or ``size`` weight by ``metric``)."""
+    dst = Stream(size, metric=metric, description={"op": "buffer"})
+    connect(source, dst, upstream=True)
+    return dst
+
+
+def batch(max_size: int, max_latency: float, source: Any, clock: IReactorTime | None = None) -> Stream:
+    """Lists of up to ``max_size`` messages; a batch waits at most ``max_latency`` seconds.
+
+    The timer starts at a batch's first message; a partial batch is flushed when the
+    source is drained.
+    """
+    if max_size < 1:
+        raise ValueError(f"max_size must be >= 1, not {max_size!r}")
+    if max_latency < 0:
+        raise ValueError(f"max_latency must be >= 0, not {max_latency!r}")
+    dst = Stream(description={"op": "batch"})
+    acc: list[Any] = []
+    timer: IDelayedCall | None = None
+
+    def flush() -> Deferred[bool]:
+        nonlocal acc, timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        timer = None
+        out, acc = acc, []
+        return dst.put(out)
+
+    def expire() -> None:
+        nonlocal timer
+        timer = None
+        if acc:
+            flush()
+
+    def offer(msg: Any) -> Any:
+        nonlocal timer
+        acc.append(msg)
+        if len(acc) >= max_size:
+            return flush()
+        if timer is None:
+            timer = _reactor_clock(clock).callLater(max_latency, expire)
+        return True
+
+    def end() -> None:
+        if acc:
+            flush()
+        dst.close()
+
+    connect_via(source, offer, dst, on_end=end)
+    dst.on_closed(lambda: timer.cancel() if timer is not None and timer.active() else None)
+    return dst
+
+
+def throttle(max_rate: float, source: Any, clock: IReactorTime | None = None) -> Stream:
+    """At most ``max_rate`` messages a second, never dropping one.
+
+    A token bucket of ``max_rate`` tokens: bursts of up to ``max_rate`` after a pause.
+    Messages are taken from ``source`` no faster than that (one is held while it
+    waits for its token), so the source sees backpressure.
+    """
+    if max_rate <= 0:
+        raise ValueError(f"max_rate must be > 0, not {max_rate!r}")
+    dst = Stream(description={"op": "throttle"})
+    clk = _reactor_clock(clock)
+    tokens = float(max_rate)
+    last = clk.seconds()
+    waiting: list[IDelayedCall] = []  # the one timer of the held message, if any
+
+    def offer(msg: Any) -> Any:
+        nonlocal tokens, last
+        now = clk.seconds()
+        tokens = min(float(max_rate), tokens + (now - last) * max_rate)
+        last = now
+        if tokens >= 1:
+            tokens -= 1
+            return dst.put(msg)
+        d: Deferred[Any] = Deferred()
+        waiting[:] = [clk.callLater((1 - tokens) / max_rate, d.callback, None)]
+        return d.addCallback(lambda _: offer(msg) if not dst.closed else False)
+
+    def stop() -> None:
+        for call in waiting:
+            if call.active():
+                call.cancel()
+
+    dst.on_closed(stop)
+    connect_via(source, offer, dst)
+    return dst
+
+
+def periodically(
+    period: float,
+    f: Callable[[], Any],
+    initial_delay: float = 0,
+    clock: IReactorTime | None = None,
+) -> Stream:
+    """A source calling ``f()`` after ``initial_delay``, then every ``period`` seconds.
+
+    A value not taken before the next call is dropped, never queued. Closing the
+    stream stops the timer. If ``f`` raises, the stream closes with the error logged.
+    """
+    if period <= 0:
+        raise ValueError(f"period must be > 0, not {period!r}")
+    dst = Stream(description={"op": "periodically"})
+    clk = _reactor_clock(clock)
+    start = clk.seconds() + initial_delay
+    ticks = 0
+    last: Deferred[bool] | None = None
+    call: IDelayedCall
+
+    def tick() -> None:
+        nonlocal ticks, last, call
+        if last is not None and not last.called:
+            last.addErrback(lambda f: f.trap(CancelledError))
+            last.cancel()
+        try:
+            value = f()
+        except Exception as e:
+            dst._fail(e)
+            return
+        if value is not None:
+            last = dst.put(value)
+        ticks += 1
+        if not dst.closed:
+            call = clk.callLater(max(0.0, start + ticks * period - clk.seconds()), tick)
+
+    call = clk.callLater(initial_delay, tick)
+    dst.on_closed(lambda: call.cancel() if call.active() else None)
+    return dst
+
+
+def zip(*sources: Any) -> Stream:  # noqa: A001
+    """A stream of tuples, one message from each source; closes when any is drained."""
+    if not sources:
+        raise TypeError("zip needs at least one source")
+    dst = Stream(description={"op": "zip"})
+    takes: list[Deferred[Any]] = []
+
+    def cancel_takes() -> None:
+        for d in takes:
+            if not d.called:
+                d.addErrback(lambda f: f.trap(CancelledError))
+                d.cancel()
+        takes.clear()
+
+    def close_all() -> None:
+        cancel_takes()
+        for s in sources:
+            s.close()
+
+    def round_() -> None:
+        while not dst.closed:
+            takes[:] = [s.take(_END) for s in sources]
+            values = [ready(d) for d in takes]
+            if any(v is PENDING for v in values):
+                _gather(takes).addCallback(lambda vs: round_() if emit(vs) else None)
+                return
+            if not emit(values):
+                return
+
+    def emit(values: list[Any]) -> bool:
+        """Put one tuple; ``True`` to go on at once, else continues when the put fires."""
+        takes.clear()
+        if any(v is _END for v in values):
+            dst.close()
+            return False
+        d = dst.put(tuple(values))
+        r = ready(d)
+        if r is PENDING:
+            d.addCallback(lambda ok: round_() if ok else None)
+            return False
+        return bool(r)
+
+    dst.on_closed(close_all)
+    round_()
+    return dst
+
+
+def _gather(ds: list[Deferred[Any]]) -> Deferred[list[Any]]:
+    """The results of ``ds`` in order, once all have fired."""
+    results: list[Any] = [None] * len(ds)
+    remaining = len(ds)
+    out: Deferred[list[Any]] = Deferred()
+
+    def got(v: Any, i: int) -> None:
+        nonlocal remaining
+        results[i] = v
+        remaining -= 1
+        if remaining == 0:
+            out.callback(results)
+
+    for i, d in enumerate(ds):
+        d.addCallbacks(got, lambda f: f.trap(CancelledError), callbackArgs=(i,))
+    return out
+
+
+def from_iterable(iterable: Iterable[Any]) -> Stream:
+    """A source of the iterable's items (pulled lazily, one ahead), closed at the end."""
+    dst = Stream(description={"op": "from_iterable"})
+    it = iter(iterable)
+
+    def run(ok: Any = True) -> None:
+        while ok:
+            try:
+                item = next(it)
+            except StopIteration:
+                dst.close()
+                return
+            except Exception as e:
+                dst._fail(e)
+                return
+            if item is None:
+                continue
+            d = dst.put(item)
+            ok = ready(d)
+            if ok is PENDING:
+                d.addCallback(run)
+                return
+
+    run()
+    return dst

@@ -1,0 +1,350 @@
+"""HTTP/1.1 hello-world benchmark: aleph_tx against its peers, same run.
+
+usage: python bench/bench_http.py [--duration 10] [--runs 3] [--connections 50] [--only NAME ...]
+
+Each server runs pinned to core 0 (``taskset -c 0``), ``wrk`` on core 1
+(``wrk -t1 -cN -dDs --latency``), 127.0.0.1 only. Reported: the median req/s of
+``--runs`` runs, its p99 latency, and each server's ratio to uvicorn and to raw
+twisted.web. Peers missing from the environment (aiohttp, uvicorn) are skipped.
+The servers are embedded below so the benchmark runs from the project alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU: dict[str, float] = {}
+
+SERVERS: dict[str, str] = {
+    "aleph_tx": """
+import sys
+from twisted.internet import reactor
+from aleph_tx import http
+def hello(req):
+    return {"status": 200, "headers": {"content-type": "text/plain"}, "body": "hello!"}
+http.start_server(hello, port=int(sys.argv[1]), host="127.0.0.1")
+reactor.run()
+""",
+    "aleph_tx_no_eager": """
+import sys
+from twisted.internet import reactor, tcp
+from aleph_tx import http
+def hello(req):
+    return {"status": 200, "headers": {"content-type": "text/plain"}, "body": "hello!"}
+server = http.start_server(hello, port=int(sys.argv[1]), host="127.0.0.1")
+for p in server.ports:
+    p.transport = tcp.Server
+reactor.run()
+""",
+    "twisted_httptools": """
+import sys, time
+from email.utils import formatdate
+import httptools
+from twisted.internet import protocol, reactor
+class P(protocol.Protocol):
+    def connectionMade(self):
+        self.parser = httptools.HttpRequestParser(self)
+    def on_message_complete(self):
+        keep = self.parser.should_keep_alive()
+        self.transport.write(b"".join([b"HTTP/1.1 200 OK\\r\\nDate: ", formatdate(time.time(), usegmt=True).encode(),
+            b"\\r\\nContent-Type: text/plain\\r\\nContent-Length: 6\\r\\n",
+            b"" if keep else b"Connection: close\\r\\n", b"\\r\\nhello!"]))
+        if not keep:
+            self.transport.loseConnection()
+    def dataReceived(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.loseConnection()
+f = protocol.Factory(); f.protocol = P
+reactor.listenTCP(int(sys.argv[1]), f, backlog=1024, interface="127.0.0.1")
+reactor.run()
+""",
+    "twisted_web": """
+import sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+class Hello(resource.Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain")
+        return b"hello!"
+reactor.listenTCP(int(sys.argv[1]), server.Site(Hello()), backlog=1024, interface="127.0.0.1")
+reactor.run()
+""",
+    "aiohttp": """
+import sys
+from aiohttp import web
+async def hello(request):
+    return web.Response(text="hello!", content_type="text/plain")
+app = web.Application(); app.router.add_get("/", hello)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), backlog=1024, print=None, access_log=None)
+""",
+    "uvicorn": """
+import importlib.util, sys, uvicorn
+HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"6")]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": b"hello!"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", lifespan="off",
+            access_log=False, log_level="warning", backlog=1024,
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+""",
+}
+
+NEEDS = {"aiohttp": "aiohttp", "uvicorn": "uvicorn", "aiohttp_stream": "aiohttp"}
+
+# Throughput: GET /big streams 1 MiB in 16 chunks of 64 KiB (chunked); POST /upload
+# reads the body as it arrives and answers its length.
+STREAM_SERVERS: dict[str, str] = {
+    "aleph_tx_stream": """
+import sys
+from twisted.internet import reactor
+from aleph_tx import http
+CHUNK = b"x" * 65536
+async def handler(req):
+    if req["uri"] == "/upload":
+        n = 0
+        async for chunk in req["body"]:
+            n += len(chunk)
+        return {"body": str(n)}
+    return {"body": (CHUNK for _ in range(16))}
+http.start_server(handler, port=int(sys.argv[1]), host="127.0.0.1")
+reactor.run()
+""",
+    "aiohttp_stream": """
+import sys
+from aiohttp import web
+CHUNK = b"x" * 65536
+async def big(request):
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    for _ in range(16):
+        await resp.write(CHUNK)
+    await resp.write_eof()
+    return resp
+async def upload(request):
+    n = 0
+    async for chunk in request.content.iter_any():
+        n += len(chunk)
+    return web.Response(text=str(n))
+app = web.Application(client_max_size=1 << 30)
+app.router.add_get("/big", big); app.router.add_post("/upload", upload)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), backlog=1024, print=None, access_log=None)
+""",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, duration: int, connections: int) -> tuple[float, str]:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+(\S+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    wrk.last_requests = int(total.group(1)) if total else 0  # type: ignore[attr-defined]
+    return rps, p99.group(1) if p99 else "?"
+
+
+def upload_mbps(port: int, size: int = 10 << 20, count: int = 10) -> float:
+    """POST ``count`` bodies of ``size`` bytes (one connection each); MB/s of body."""
+    payload = b"u" * size
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % size
+    start = time.perf_counter()
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head + payload)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            if not answer.endswith(str(size).encode()):
+                raise RuntimeError(f"bad upload answer {answer[-100:]!r}")
+    return size * count / (time.perf_counter() - start) / 1e6
+
+
+def download_mbps(port: int, duration: int) -> float:
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c10", f"-d{duration}s", f"http://127.0.0.1:{port}/big"],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+    ).stdout
+    m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    if m is None:
+        raise RuntimeError(out)
+    scale = {"B": 1e-6, "KB": 1.024e-3, "MB": 1.048576, "GB": 1073.741824}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def bench_stream(name: str, code: str, args: argparse.Namespace) -> tuple[float, float] | None:
+    module = NEEDS.get(name)
+    if module and importlib.util.find_spec(module) is None:
+        print(f"{name}: skipped ({module} not installed)", flush=True)
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(code)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, f.name, str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        down = statistics.median(download_mbps(port, args.duration) for _ in range(args.runs))
+        up = statistics.median(upload_mbps(port) for _ in range(args.runs))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.unlink(f.name)
+    print(f"{name}: 1 MiB streamed responses {down:.0f} MB/s, 10 MiB uploads {up:.0f} MB/s", flush=True)
+    return down, up
+
+
+def bench(name: str, code: str, args: argparse.Namespace) -> tuple[float, str] | None:
+    module = NEEDS.get(name)
+    if module and importlib.util.find_spec(module) is None:
+        print(f"{name}: skipped ({module} not installed)", flush=True)
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(code)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, f.name, str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        try:
+            wait_port(port)
+        except RuntimeError as e:
+            print(f"{name}: skipped ({e})", flush=True)
+            return None
+        wrk(port, 1, args.connections)  # warm-up
+        results = []
+        cpu_per_request = []
+        for _ in range(args.runs):
+            before = cpu_seconds(proc.pid)
+            results.append(wrk(port, args.duration, args.connections))
+            spent = cpu_seconds(proc.pid) - before
+            cpu_per_request.append(spent / max(1, wrk.last_requests) * 1e6)  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.unlink(f.name)
+    results.sort()
+    median = results[len(results) // 2]
+    cpu = statistics.median(cpu_per_request)
+    print(
+        f"{name}: {median[0]:.0f} req/s (p99 {median[1]}) runs={[round(r[0]) for r in results]}"
+        f" server CPU {cpu:.1f} us/request (= {1e6 / cpu:.0f} req/s per core)",
+        flush=True,
+    )
+    CPU[name] = cpu
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument(
+        "--throughput", action="store_true", help="also 1 MiB streamed responses and 10 MiB uploads"
+    )
+    args = parser.parse_args()
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (apt-get install wrk util-linux)")
+    results: dict[str, tuple[float, str]] = {}
+    for name, code in SERVERS.items():
+        if args.only and name not in args.only:
+            continue
+        r = bench(name, code, args)
+        if r is not None:
+            results[name] = r
+    print()
+    print(
+        "| server | req/s | p99 | vs uvicorn | vs twisted.web | server CPU/request | per-core req/s | CPU vs uvicorn |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (rps, p99) in results.items():
+        uv = results.get("uvicorn")
+        tw = results.get("twisted_web")
+        ratio_uv = f"{rps / uv[0]:.2f}x" if uv else "-"
+        ratio_tw = f"{rps / tw[0]:.2f}x" if tw else "-"
+        cpu = CPU[name]
+        cpu_uv = f"{CPU['uvicorn'] / cpu:.2f}x" if "uvicorn" in CPU else "-"
+        print(
+            f"| {name} | {rps:.0f} | {p99} | {ratio_uv} | {ratio_tw} | {cpu:.1f} us | {1e6 / cpu:.0f} | {cpu_uv} |"
+        )
+    if args.throughput:
+        print()
+        print("| server | 1 MiB streamed responses (wrk -c10) | 10 MiB uploads (1 client) |")
+        print("|---|---|---|")
+        for name, code in STREAM_SERVERS.items():
+            r2 = bench_stream(name, code, args)
+            if r2 is not None:
+                print(f"| {name} | {r2[0]:.0f} MB/s | {r2[1]:.0f} MB/s |")
+
+
+if __name__ == "__main__":
+    main()
