@@ -477,3 +477,23 @@ async def test_307_with_streamed_body_cannot_be_replayed(web: WebServer, pool: C
 
 def _unused(_: Any) -> Deferred[None]:  # keep the import used for type checkers
     return Deferred()
+
+
+@itest()
+async def test_redirect_with_endless_body_is_not_read(pool: ConnectionPool) -> None:
+    def answer(n: int) -> tuple[bytes, bool] | None:
+        if n == 0 and len(raw.connections) == 1:
+            # a redirect whose chunked body never ends
+            return (
+                b"HTTP/1.1 302 Found\r\nLocation: /next\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                False,
+            )
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone", False
+
+    raw = RawServer(answer)
+    try:
+        r = await http.get(raw.url + "/", pool=pool, read_timeout=5)
+        assert r["body"] == b"done"
+        assert len(raw.connections) == 2  # the redirect's connection was dropped
+    finally:
+        await raw.close()

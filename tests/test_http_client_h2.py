@@ -181,3 +181,45 @@ async def test_h2_against_own_server(pool: ConnectionPool) -> None:
     finally:
         await pool.close()  # the idle HTTP/2 connection, so the server's close need not wait
         await server.close()
+
+
+@itest()
+async def test_h2_oversize_response_headers(web: WebServer, pool: ConnectionPool) -> None:
+    from aleph_tx.errors import ProtocolError
+
+    with pytest.raises(ProtocolError):
+        await _get(web.url + "/headers?n=50&size=200", pool, max_response_header_size=2048)
+    r = await _get(web.url + "/headers?n=5&size=20", pool)
+    assert r["status"] == 200
+
+
+@itest()
+async def test_h2_through_connect_tunnel(web: WebServer, pool: ConnectionPool) -> None:
+    from test_http_client_servers import ThreadProxy
+
+    proxy = ThreadProxy()
+    try:
+        opts = {"host": "127.0.0.1", "port": proxy.port}
+        rs = await defer.gatherResults(
+            [_get(web.url + "/echo", pool, proxy=opts, as_="json") for _ in range(5)]
+        )
+        assert {r["body"]["protocol"] for r in rs} == {"HTTP/2"}
+        assert [s["method"] for s in proxy.seen] == ["CONNECT"]
+    finally:
+        await pool.close()
+        proxy.close()
+
+
+@itest()
+async def test_http_versions_on_the_pool(web: WebServer) -> None:
+    p = http.connection_pool(http_versions=("h2", "http/1.1"))
+    r = await http.get(web.url + "/echo", pool=p, insecure=True, as_="json")
+    assert r["body"]["protocol"] == "HTTP/2"
+    # a request's own http_versions wins over the pool's
+    r = await http.get(web.url + "/echo", pool=p, insecure=True, as_="json", http_versions=("http/1.1",))
+    assert r["body"]["protocol"] == "HTTP/1.1"
+    await p.close()
+    with pytest.raises(NotImplementedError):
+        http.connection_pool(http_versions=("h2",))
+    with pytest.raises(ValueError):
+        http.connection_pool(http_versions="h2")

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import Request
+from twisted.web._newclient import Request, ResponseDone
 from twisted.web.http_headers import Headers
 
 from aleph_tx.errors import PoolTimeout, ProtocolError
@@ -60,9 +61,19 @@ def respond(proto: _ClientProtocol, answer: bytes = OK) -> Deferred[Any]:
     body: Deferred[Any] = Deferred()
 
     def got(response: Any) -> None:
-        from twisted.web.client import readBody
+        chunks: list[bytes] = []
 
-        readBody(response).chainDeferred(body)
+        class Reader(Protocol):
+            def dataReceived(self, data: bytes) -> None:  # noqa: N802
+                chunks.append(data)
+
+            def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
+                if reason.check(ResponseDone):
+                    body.callback(b"".join(chunks))
+                else:
+                    body.errback(reason)
+
+        response.deliverBody(Reader())
 
     d.addCallbacks(got, body.errback)
     return body

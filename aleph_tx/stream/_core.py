@@ -39,6 +39,34 @@ def _reactor_clock(clock: IReactorTime | None) -> IReactorTime:
     return reactor
 
 
+def _fast_fired(result: Any, _new: Any = object.__new__, _cls: Any = Deferred) -> Deferred[Any]:
+    """``succeed(result)`` without ``Deferred.__init__``: the stream's hot path.
+
+    Sets the same attributes :func:`twisted.internet.defer.succeed` leaves on a new
+    Deferred; :func:`_pick_fired` checks that at import and falls back to ``succeed``.
+    """
+    d = _new(_cls)
+    d._callbacks = []
+    d._canceller = None
+    d.result = result
+    d.called = True
+    return d  # type: ignore[no-any-return]
+
+
+def _pick_fired() -> Callable[[Any], Deferred[Any]]:
+    try:
+        same = vars(_fast_fired(1)).keys() == vars(succeed(1)).keys() - {"_chainedTo"}
+        probe: list[Any] = []
+        _fast_fired(1).addCallback(lambda v: v + 1).addCallback(probe.append)
+    except Exception:
+        return succeed
+    return _fast_fired if same and probe == [2] else succeed
+
+
+#: A Deferred already fired with its argument (the fastest equivalent of ``succeed``).
+fired = _pick_fired()
+
+
 def _discard(_: object) -> None:
     """Drop a result (a Deferred's canceller must return None)."""
 
@@ -49,25 +77,47 @@ def _check_timeout(timeout: float) -> None:
 
 
 class _PendingPut:
-    """A put waiting for room; ``live`` goes False when it is withdrawn (lazy deletion)."""
+    """A put waiting for room; ``live`` goes False when it is withdrawn (lazy deletion).
 
-    __slots__ = ("d", "live", "msg")
+    Only the last entry of a put fires: through its Deferred, or through ``cb`` for
+    the stream's own machinery (no Deferred on the hot path).
+    """
+
+    __slots__ = ("cb", "d", "live", "msg")
 
     def __init__(self, msg: Any) -> None:
         self.msg = msg
         self.d: Deferred[Any] | None = None
+        self.cb: Callable[[Any], object] | None = None
         self.live = True
+
+    def fire(self, result: bool) -> None:
+        if self.cb is not None:
+            self.cb(result)
+        elif self.d is not None:
+            self.d.callback(result)
 
 
 class _PendingTake:
     """A take waiting for a message; ``live`` goes False when it is withdrawn."""
 
-    __slots__ = ("d", "default", "live")
+    __slots__ = ("cb", "d", "default", "live")
 
     def __init__(self, default: Any) -> None:
         self.default = default
         self.live = True
-        self.d: Deferred[Any] = None  # type: ignore[assignment]
+        self.d: Deferred[Any] | None = None
+        self.cb: Callable[[Any], object] | None = None
+
+    def fire(self, msg: Any) -> None:
+        if self.cb is not None:
+            self.cb(msg)
+        else:
+            self.d.callback(msg)  # type: ignore[union-attr]
+
+
+#: Returned by the internal ``_poll`` when a take would have to wait.
+EMPTY: Any = object()
 
 
 class Stream:
@@ -98,6 +148,7 @@ class Stream:
         "_n_takes",
         "_on_closed",
         "_on_drained",
+        "_plain",
         "_puts",
         "_takes",
         "_weight",
@@ -129,6 +180,7 @@ class Stream:
         self._on_closed: list[Callable[[], object]] | None = None
         self._on_drained: list[Callable[[], object]] | None = None
         self._downstream: Any = None  # the connect graph's node (aleph_tx.stream._graph)
+        self._plain = xform is None and metric is None  # open, no xform, no metric: fast paths
 
     # -- pending queues (lazy deletion) ------------------------------------------
 
@@ -182,46 +234,66 @@ class Stream:
 
         :raises ValueError: at once, for ``None`` (not a valid message).
         """
-        return self._put(msg)[0]
+        # Fast path: an open stream with no xform and no metric, straight to a
+        # waiting take or into the buffer.
+        if self._plain and msg is not None:
+            if self._n_takes:
+                self._pop_take().fire(msg)  # type: ignore[union-attr]
+                return fired(True)
+            buf = self._buffer
+            if len(buf) < self._buffer_size:
+                buf.append(msg)
+                return fired(True)
+        try:
+            r = self._offer(msg)
+        except BackpressureError as e:
+            return fail(e)
+        if r.__class__ is bool:
+            return fired(r)
+        d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(r)))
+        r[-1].d = d
+        return d
 
-    def _put(self, msg: Any) -> tuple[Deferred[bool], list[_PendingPut]]:
-        """:meth:`put`, also returning the entries left pending (for ``try_put``)."""
+    def _put_cb(self, msg: Any, cb: Callable[[bool], object]) -> Any:
+        """Internal put: ``True``/``False`` if decided now, else the pending entries
+        (``cb(result)`` is called when they are decided). Raises BackpressureError."""
+        r = self._offer(msg)
+        if r.__class__ is not bool:
+            r[-1].cb = cb
+        return r
+
+    def _offer(self, msg: Any) -> Any:
+        """Accept ``msg`` now (``True``), refuse it (``False``, closed), or queue it
+        and return the non-empty list of pending entries it left."""
         if msg is None:
             raise ValueError("None is not a valid message")
         if self._closed:
-            return succeed(False), []
-        if self._xform is not None:
+            return False
+        if self._xform is None:
+            msgs = [msg]
+        else:
             try:
                 msgs = [m for m in self._xform(msg) if m is not None]
             except Exception as e:
                 self._fail(e)
-                return succeed(False), []
-        else:
-            if self._n_takes:
-                take = self._pop_take()
-                take.d.callback(msg)  # type: ignore[union-attr]
-                return succeed(True), []
-            if self._has_room():
-                self._push(msg)
-                return succeed(True), []
-            msgs = [msg]
+                return False
         entries: list[_PendingPut] = []
         for m in msgs:
-            if not entries and self._n_takes:
-                self._pop_take().d.callback(m)  # type: ignore[union-attr]
-            elif not entries and self._has_room():
+            if entries:
+                entries.append(_PendingPut(m))
+            elif self._n_takes:
+                self._pop_take().fire(m)  # type: ignore[union-attr]
+            elif self._has_room():
                 self._push(m)
             else:
                 entries.append(_PendingPut(m))
         if not entries:
-            return succeed(True), []
+            return True
         if self._n_puts + len(entries) > MAX_PENDING:
-            return fail(BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")), []
-        d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(entries)))
-        entries[-1].d = d  # fires when the last message is accepted
+            raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
         self._puts.extend(entries)
         self._n_puts += len(entries)
-        return d, entries
+        return entries
 
     def _has_room(self) -> bool:
         if self._metric is None:
@@ -242,18 +314,45 @@ class Stream:
     ) -> Deferred[Any]:
         """Like :meth:`put`; fires ``timeout_value`` (the message withdrawn) if not accepted in time."""
         _check_timeout(timeout)
-        d, entries = self._put(msg)
-        if d.called:
-            return d
-        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_puts(entries))
+        try:
+            r = self._offer(msg)
+        except BackpressureError as e:
+            return fail(e)
+        if r.__class__ is bool:
+            return fired(r)
+        d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(r)))
+        r[-1].d = d
+        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_puts(r))
 
     # -- take ------------------------------------------------------------------
 
     def take(self, default: Any = None) -> Deferred[Any]:
         """Fires with the next message, or ``default`` once the stream is drained."""
-        return self._take(default)[0]
+        buf = self._buffer
+        if buf and self._plain and not self._n_puts:
+            return fired(buf.popleft())  # fast path: no refill, no drain
+        msg = self._poll(default)
+        if msg is not EMPTY:
+            return fired(msg)
+        try:
+            t = self._wait(default)
+        except BackpressureError as e:
+            return fail(e)
+        d = t.d = Deferred(lambda _: _discard(self._withdraw_take(t)))
+        return d
 
-    def _take(self, default: Any) -> tuple[Deferred[Any], _PendingTake | None]:
+    def _take_cb(self, default: Any, cb: Callable[[Any], object]) -> Any:
+        """Internal take: the message (or ``default``) if here, else the pending entry
+        (``cb(msg)`` is called when it arrives). Raises BackpressureError."""
+        msg = self._poll(default)
+        if msg is not EMPTY:
+            return msg
+        t = self._wait(default)
+        t.cb = cb
+        return t
+
+    def _poll(self, default: Any) -> Any:
+        """The next message, ``default`` if drained, or :data:`EMPTY` if a take must wait."""
         buf = self._buffer
         if buf:
             msg = buf.popleft()
@@ -263,36 +362,36 @@ class Stream:
                 self._refill()
             elif self._closed and not buf:
                 self._set_drained()
-            return succeed(msg), None
+            return msg
         if self._n_puts:
             p = self._pop_put()
             assert p is not None
-            if p.d is not None:
-                p.d.callback(True)
+            p.fire(True)
             if self._closed and not self._n_puts:
                 self._set_drained()
-            return succeed(p.msg), None
+            return p.msg
         if self._closed:
-            return succeed(default), None
+            return default
+        return EMPTY
+
+    def _wait(self, default: Any) -> _PendingTake:
         if self._n_takes >= MAX_PENDING:
-            return fail(BackpressureError(f"more than {MAX_PENDING} pending takes on {self!r}")), None
+            raise BackpressureError(f"more than {MAX_PENDING} pending takes on {self!r}")
         t = _PendingTake(default)
-        t.d = Deferred(lambda _: _discard(self._withdraw_take(t)))
         self._takes.append(t)
         self._n_takes += 1
-        return t.d, t
+        return t
 
     def _refill(self) -> None:
-        """Move pending puts into the buffer while it has room, firing their Deferreds."""
-        fired = []
+        """Move pending puts into the buffer while it has room, then fire their puts."""
+        moved = []
         while self._n_puts and self._has_room():
             p = self._pop_put()
             assert p is not None
             self._push(p.msg)
-            if p.d is not None:
-                fired.append(p.d)
-        for d in fired:
-            d.callback(True)
+            moved.append(p)
+        for p in moved:
+            p.fire(True)
 
     def try_take(
         self,
@@ -303,9 +402,14 @@ class Stream:
     ) -> Deferred[Any]:
         """Like :meth:`take`; fires ``timeout_value`` (the take withdrawn) if nothing arrives in time."""
         _check_timeout(timeout)
-        d, t = self._take(default)
-        if t is None:
-            return d
+        msg = self._poll(default)
+        if msg is not EMPTY:
+            return fired(msg)
+        try:
+            t = self._wait(default)
+        except BackpressureError as e:
+            return fail(e)
+        d = t.d = Deferred(lambda _: _discard(self._withdraw_take(t)))
         return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_take(t))
 
     # -- close -----------------------------------------------------------------
@@ -315,6 +419,7 @@ class Stream:
         if self._closed:
             return
         self._closed = True
+        self._plain = False
         callbacks, self._on_closed = self._on_closed, None
         for fn in callbacks or ():
             _call_safely(fn)
@@ -335,7 +440,7 @@ class Stream:
         for t in takes:
             if t.live:
                 t.live = False
-                t.d.callback(t.default)
+                t.fire(t.default)
 
     def _fail(self, error: BaseException) -> None:
         """Close because of ``error``: log it and keep it in :meth:`description`."""

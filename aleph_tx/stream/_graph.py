@@ -15,12 +15,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx.stream._core import Stream, _check_timeout
+from aleph_tx.stream._core import Stream, _check_timeout, _PendingTake
 
 __all__ = ["SplicedStream", "connect", "drain_into", "splice"]
 
@@ -50,15 +50,28 @@ def resolve(x: Any) -> Any:
     return x
 
 
-def _as_deferred(x: Any) -> Deferred[Any]:
-    x = resolve(x)
-    return x if isinstance(x, Deferred) else succeed(x)
+def _fast_take(st: Any) -> Callable[[Any, Callable[[Any], object]], Any] | None:
+    """The internal callback take of a plain :class:`Stream` (no Deferred), else ``None``."""
+    if isinstance(st, Stream) and type(st).take is Stream.take:
+        return st._take_cb
+    return None
+
+
+def _fast_put(st: Any) -> Callable[[Any, Callable[[bool], object]], Any] | None:
+    """The internal callback put of a plain :class:`Stream` (no Deferred), else ``None``."""
+    if isinstance(st, Stream) and type(st).put is Stream.put:
+        return st._put_cb
+    return None
 
 
 class _Edge:
-    """One connection from a node's source to a sink."""
+    """One connection from a node's source to a sink.
 
-    __slots__ = ("active", "downstream", "offer", "on_end", "pending", "sink", "upstream")
+    ``put_cb`` (a plain sink's internal put) is used when set, else ``offer``, which
+    returns a Deferred. ``pending`` is the marker of the put in flight, if any.
+    """
+
+    __slots__ = ("active", "downstream", "node", "offer", "on_end", "pending", "put_cb", "sink", "upstream")
 
     def __init__(
         self,
@@ -67,38 +80,50 @@ class _Edge:
         downstream: bool,
         upstream: bool,
         on_end: Callable[[], object] | None = None,
+        put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None,
     ) -> None:
         self.sink = sink
         self.on_end = on_end
         self.offer = offer
+        self.put_cb = put_cb
         self.downstream = downstream
         self.upstream = upstream
         self.active = True
-        self.pending: Deferred[Any] | None = None
+        self.pending: Any = None
+        self.node: _Node | None = None
+
+    def accepted(self, result: Any) -> None:
+        """``put_cb``'s callback: the put in flight was decided."""
+        if self.node is not None:
+            self.node._offered(result, self, self.pending)
 
 
 class _Node:
     """The pump of one source and its edges.
 
     ``running`` guards the loop against re-entry from callbacks that fire while it
-    delivers; ``in_flight`` counts the edges whose put has not fired yet.
+    delivers; ``in_flight`` counts the edges whose put has not fired yet; ``waiting``
+    is the pending take on the source (a Deferred, or an internal entry of a plain
+    :class:`Stream`).
     """
 
-    __slots__ = ("edges", "in_flight", "running", "source", "take_d")
+    __slots__ = ("edges", "fast_take", "in_flight", "running", "source", "waiting")
 
     def __init__(self, source: Any) -> None:
         self.source = source
         self.edges: list[_Edge] = []
-        self.take_d: Deferred[Any] | None = None
+        self.waiting: Any = None
         self.in_flight = 0
         self.running = False
+        self.fast_take = _fast_take(source)
 
     def add(self, edge: _Edge) -> None:
+        edge.node = self
         self.edges.append(edge)
         edge.sink.on_closed(lambda: self.remove(edge, sink_closed=True))
         if self.source.drained:
             self.end()
-        elif self.take_d is None:
+        elif self.waiting is None:
             self.pump()
 
     def remove(self, edge: _Edge, sink_closed: bool = False) -> None:
@@ -113,11 +138,17 @@ class _Node:
         if self.edges:
             self.pump()
             return
-        if self.take_d is not None:
-            d, self.take_d = self.take_d, None
-            d.cancel()
+        self._withdraw()
         if sink_closed and edge.upstream:
             self.source.close()
+
+    def _withdraw(self) -> None:
+        """Withdraw the pending take, so no message is taken with nowhere to go."""
+        waiting, self.waiting = self.waiting, None
+        if isinstance(waiting, Deferred):
+            waiting.cancel()
+        elif waiting is not None:
+            self.source._withdraw_take(waiting)
 
     def pump(self, msg: Any = PENDING) -> None:
         """Deliver ``msg`` (if given), then take and deliver until something has to wait."""
@@ -127,28 +158,38 @@ class _Node:
         try:
             if msg is not PENDING:
                 self.deliver(msg)
-            source = self.source
-            while self.edges and not self.in_flight and self.take_d is None:
-                d = source.take(_END)
-                msg = ready(d)
-                if msg is PENDING:
-                    self.take_d = d
-                    d.addCallbacks(self._taken, self._take_failed, callbackArgs=(d,), errbackArgs=(d,))
-                    return
+            source, fast = self.source, self.fast_take
+            while self.edges and not self.in_flight and self.waiting is None:
+                if fast is not None:
+                    msg = fast(_END, self._taken_cb)
+                    if msg.__class__ is _PendingTake:
+                        self.waiting = msg
+                        return
+                else:
+                    d = source.take(_END)
+                    msg = ready(d)
+                    if msg is PENDING:
+                        self.waiting = d
+                        d.addCallbacks(self._taken, self._take_failed, callbackArgs=(d,), errbackArgs=(d,))
+                        return
                 self.deliver(msg)
         finally:
             self.running = False
 
+    def _taken_cb(self, msg: Any) -> None:
+        self.waiting = None
+        self.pump(msg)
+
     def _taken(self, msg: Any, d: Deferred[Any]) -> None:
-        if self.take_d is d:
-            self.take_d = None
+        if self.waiting is d:
+            self.waiting = None
             self.pump(msg)
 
     def _take_failed(self, f: Failure, d: Deferred[Any]) -> None:
         if f.check(CancelledError):
             return
-        if self.take_d is d:
-            self.take_d = None
+        if self.waiting is d:
+            self.waiting = None
         _log.failure("take from {source!r} failed; disconnecting its sinks", f, source=self.source)
         for edge in tuple(self.edges):
             self.remove(edge)
@@ -160,7 +201,21 @@ class _Node:
         for edge in tuple(self.edges):
             if not edge.active:
                 continue
-            d = edge.offer(msg)
+            put_cb = edge.put_cb
+            if put_cb is not None:
+                r = put_cb(msg, edge.accepted)
+                if r is True:
+                    continue
+                if r is False:
+                    self._refused(edge, False)
+                    continue
+                if not isinstance(r, Deferred):  # pending entries: edge.accepted fires later
+                    self.in_flight += 1
+                    edge.pending = r
+                    continue
+                d = r
+            else:
+                d = edge.offer(msg)
             r = ready(d)
             if r is PENDING:
                 self.in_flight += 1
@@ -169,8 +224,8 @@ class _Node:
             elif r is not True:
                 self._refused(edge, r)
 
-    def _offered(self, result: Any, edge: _Edge, d: Deferred[Any]) -> None:
-        if edge.pending is not d:
+    def _offered(self, result: Any, edge: _Edge, marker: Any) -> None:
+        if marker is None or edge.pending is not marker:
             return  # the edge was removed meanwhile
         edge.pending = None
         self.in_flight -= 1
@@ -231,8 +286,10 @@ def connect(
     :param description: reserved for introspection (kept for Manifold parity).
     :raises ValueError: for a negative ``timeout``.
     """
+    put_cb = None
     if timeout is None:
         offer: Callable[[Any], Deferred[Any]] = sink.put
+        put_cb = _fast_put(sink)
     else:
         _check_timeout(timeout)
 
@@ -240,40 +297,41 @@ def connect(
             return sink.try_put(msg, timeout, _TIMED_OUT, clock)  # type: ignore[no-any-return]
 
     node = _node(source)
-    node.add(_Edge(sink, offer, downstream, upstream))
+    node.add(_Edge(sink, offer, downstream, upstream, put_cb=put_cb))
 
 
 def connect_via(
     source: Any,
-    fn: Callable[[Any], Any],
+    fn: Callable[[Any, Callable[[bool], object]], Any],
     sink: Stream,
     upstream: bool = True,
     on_end: Callable[[], object] | None = None,
 ) -> None:
-    """Pump ``source`` through ``fn(msg) -> bool or Deferred[bool]`` (which puts into ``sink``).
+    """Pump ``source`` through ``fn(msg, cb)``, which puts into ``sink``.
 
+    ``fn`` returns ``True``/``False`` (accepted / sink closed), a Deferred of that,
+    or what ``sink._put_cb(value, cb)`` returned (pending: ``cb`` is called later).
     If ``fn`` raises or its Deferred fails, ``sink`` closes with the error logged and
     kept in its description. Closing ``sink`` closes ``source`` if it has no other sink.
     When ``source`` is drained, ``on_end()`` is called instead of closing ``sink``.
     """
 
-    def offer(msg: Any) -> Deferred[Any]:
+    def failed(f: Failure) -> bool:
+        sink._fail(f.value if f.value is not None else RuntimeError(repr(f)))
+        return False
+
+    def put_cb(msg: Any, cb: Callable[[bool], object]) -> Any:
         try:
-            d = _as_deferred(fn(msg))
+            r = fn(msg, cb)
         except Exception as e:
             sink._fail(e)
-            return succeed(False)
-        if d.called and not isinstance(d.result, Failure):
-            return d
-
-        def failed(f: Failure) -> bool:
-            sink._fail(f.value if f.value is not None else RuntimeError(repr(f)))
             return False
-
-        return d.addErrback(failed)
+        if isinstance(r, Deferred) and ready(r) is PENDING:
+            r.addErrback(failed)
+        return r
 
     node = _node(source)
-    node.add(_Edge(sink, offer, True, upstream, on_end))
+    node.add(_Edge(sink, sink.put, True, upstream, on_end, put_cb=put_cb))
 
 
 def drain_into(source: Any, sink: Any) -> Deferred[bool]:
@@ -294,7 +352,7 @@ def drain_into(source: Any, sink: Any) -> Deferred[bool]:
     source.on_drained(lambda: finish(True))
     sink.on_closed(lambda: finish(False) if not source.drained else None)
     if not finished:
-        _node(source).add(_Edge(sink, sink.put, False, False))
+        _node(source).add(_Edge(sink, sink.put, False, False, put_cb=_fast_put(sink)))
     return done
 
 

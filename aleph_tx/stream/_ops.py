@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from aleph_tx.stream._core import Stream, _reactor_clock
-from aleph_tx.stream._graph import _END, PENDING, connect, connect_via, ready, resolve
+from aleph_tx.deferred import NOTHING
+from aleph_tx.stream._core import Stream, _PendingTake, _reactor_clock
+from aleph_tx.stream._graph import _END, PENDING, _fast_take, connect, connect_via, ready, resolve
 
 __all__ = [
     "NOTHING",
@@ -35,23 +36,6 @@ __all__ = [
 ]
 
 
-class _Nothing:
-    """The "no value given" sentinel (``reduce`` without ``initial``)."""
-
-    _instance: _Nothing | None = None
-
-    def __new__(cls) -> _Nothing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NOTHING"
-
-
-NOTHING: Any = _Nothing()
-
-
 def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(x)`` now if ``x`` is a value (or fired Deferred), else chained on it."""
     x = resolve(x)
@@ -63,8 +47,14 @@ def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     return fn(x)
 
 
-def _put_value(dst: Stream, value: Any) -> Any:
-    return succeed(True) if value is None else dst.put(value)
+def _put_value(dst: Stream, value: Any, cb: Callable[[bool], object]) -> Any:
+    """Put ``value`` through the internal callback put; ``None`` is skipped."""
+    return True if value is None else dst._put_cb(value, cb)
+
+
+def _put_later(dst: Stream, value: Any) -> Any:
+    """Put ``value`` once a Deferred produced it: a Deferred result for the pump."""
+    return True if value is None else dst.put(value)
 
 
 def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
@@ -79,7 +69,14 @@ def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
     else:
         source, fn = zip(*sources), lambda t: f(*t)
     dst = Stream(description={"op": "map"})
-    connect_via(source, lambda msg: _then(fn(msg), lambda v: _put_value(dst, v)), dst)
+
+    def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
+        v = resolve(fn(msg))
+        if isinstance(v, Deferred):
+            return v.addCallback(lambda x: _put_later(dst, x))
+        return _put_value(dst, v, cb)
+
+    connect_via(source, offer, dst)
     return dst
 
 
@@ -87,8 +84,11 @@ def filter(pred: Callable[[Any], Any], source: Any) -> Stream:  # noqa: A001
     """A stream of the messages for which ``pred`` (possibly a Deferred) is true."""
     dst = Stream(description={"op": "filter"})
 
-    def offer(msg: Any) -> Any:
-        return _then(pred(msg), lambda keep: dst.put(msg) if keep else True)
+    def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
+        keep = resolve(pred(msg))
+        if isinstance(keep, Deferred):
+            return keep.addCallback(lambda k: dst.put(msg) if k else True)
+        return dst._put_cb(msg, cb) if keep else True
 
     connect_via(source, offer, dst)
     return dst
@@ -111,7 +111,7 @@ def _put_all(dst: Stream, items: Iterator[Any]) -> Any:
 def mapcat(f: Callable[[Any], Any], source: Any) -> Stream:
     """A stream of every item of every iterable ``f(msg)`` returns, in order."""
     dst = Stream(description={"op": "mapcat"})
-    connect_via(source, lambda msg: _then(f(msg), lambda items: _put_all(dst, iter(items))), dst)
+    connect_via(source, lambda msg, _cb: _then(f(msg), lambda items: _put_all(dst, iter(items))), dst)
     return dst
 
 
@@ -121,16 +121,22 @@ def _loop(source: Any, step: Callable[[Any], Any], finish: Callable[[], Any]) ->
     Loops while results have already fired, so long synchronous sources use no recursion.
     """
     done: Deferred[Any] = Deferred()
+    fast = _fast_take(source)
 
     def run(msg: Any = PENDING) -> None:
         try:
             while True:
                 if msg is PENDING:
-                    d = source.take(_END)
-                    msg = ready(d)
-                    if msg is PENDING:
-                        d.addCallbacks(run, done.errback)
-                        return
+                    if fast is not None:
+                        msg = fast(_END, run)
+                        if msg.__class__ is _PendingTake:
+                            return
+                    else:
+                        d = source.take(_END)
+                        msg = ready(d)
+                        if msg is PENDING:
+                            d.addCallbacks(run, done.errback)
+                            return
                 if msg is _END:
                     done.callback(finish())
                     return
@@ -219,7 +225,7 @@ def batch(max_size: int, max_latency: float, source: Any, clock: IReactorTime | 
         if acc:
             flush()
 
-    def offer(msg: Any) -> Any:
+    def offer(msg: Any, _cb: object = None) -> Any:
         nonlocal timer
         acc.append(msg)
         if len(acc) >= max_size:
@@ -253,7 +259,7 @@ def throttle(max_rate: float, source: Any, clock: IReactorTime | None = None) ->
     last = clk.seconds()
     waiting: list[IDelayedCall] = []  # the one timer of the held message, if any
 
-    def offer(msg: Any) -> Any:
+    def offer(msg: Any, _cb: object = None) -> Any:
         nonlocal tokens, last
         now = clk.seconds()
         tokens = min(float(max_rate), tokens + (now - last) * max_rate)
@@ -387,7 +393,7 @@ def from_iterable(iterable: Iterable[Any]) -> Stream:
     it = iter(iterable)
 
     def run(ok: Any = True) -> None:
-        while ok:
+        while ok is True:
             try:
                 item = next(it)
             except StopIteration:
@@ -396,13 +402,8 @@ def from_iterable(iterable: Iterable[Any]) -> Stream:
             except Exception as e:
                 dst._fail(e)
                 return
-            if item is None:
-                continue
-            d = dst.put(item)
-            ok = ready(d)
-            if ok is PENDING:
-                d.addCallback(run)
-                return
+            if item is not None:
+                ok = dst._put_cb(item, run)
 
     run()
     return dst
