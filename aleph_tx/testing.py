@@ -1,6 +1,8 @@
 """Helpers for users' own tests, built from the production code, with no sockets.
 
 - :func:`stream_pair`: two connected duplex streams in memory.
+- :func:`request`: run a Ring handler through the real HTTP/1.1 protocol over an
+  in-memory transport.
 - :func:`check_stream`: the stream contract as a reusable conformance suite
   (trio's ``check_two_way_stream`` is the model), run by aleph_tx on every stream
   kind it has, and usable on streams of your own.
@@ -16,9 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
 from aleph_tx.errors import BackpressureError
+from aleph_tx.http._testing import request
 from aleph_tx.stream import MAX_PENDING, SplicedStream, Stream, splice
 
-__all__ = ["DESCRIPTION_KEYS", "MakePair", "check_stream", "stream_pair"]
+__all__ = ["DESCRIPTION_KEYS", "MakePair", "check_stream", "request", "stream_pair"]
 
 #: The keys every stream's ``description()`` has.
 DESCRIPTION_KEYS = frozenset(

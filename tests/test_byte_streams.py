@@ -14,33 +14,15 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _helpers import failure_of, result_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 import aleph_tx.byte_streams as bs
 from aleph_tx import stream as s
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must already have fired successfully."""
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
-def failure_of(d: Deferred[Any]) -> Failure:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    assert isinstance(out[0], Failure), f"fired {out[0]!r}, not a failure"
-    return out[0]
 
 
 def take_all(st_: Any) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _helpers import failure_of, result_of
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -19,24 +20,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aleph_tx import deferred as ad
 from aleph_tx import errors
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must already have fired successfully."""
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
-def failure_of(d: Deferred[Any]) -> Failure:
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "Deferred has not fired"
-    assert isinstance(out[0], Failure), f"fired {out[0]!r}, not a failure"
-    return out[0]
 
 
 def pending(d: Deferred[Any]) -> bool:

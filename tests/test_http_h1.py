@@ -723,7 +723,9 @@ class UpgradeTests(SynchronousTestCase):
         assert t.value() == echo.got.upper()  # only what the new protocol wrote
         assert t.protocol is echo  # type: ignore[attr-defined]
         # the head is rebuilt from the request dict: lower-case names (RFC 9110 §5.1)
-        assert echo.got == b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nabc"
+        assert (
+            echo.got == b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nabc"
+        )
         assert proto.state is ConnState.HANDED_OFF
         assert t.producerState == "producing"
         echo.connectionLost(None)  # type: ignore[arg-type]

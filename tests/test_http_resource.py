@@ -151,3 +151,51 @@ def test_h2_and_http11_on_one_tls_port() -> Generator[Any, Any, None]:
 def test_h2_needs_tls() -> None:
     with pytest.raises(ValueError, match="TLS"):
         start_server(handler, port=0, host="127.0.0.1", http_versions=("http/1.1", "h2"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_h2_paused_stream_does_not_stall_others() -> Generator[Any, Any, None]:
+    """A handler that does not read its body must not block another stream's upload."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    import threading
+
+    from aleph_tx.tls import self_signed_context
+
+    release: Deferred[None] = Deferred()
+
+    async def h(req: dict[str, Any]) -> dict[str, Any]:
+        if req["uri"] == "/stuck":
+            await release  # never reads its body until released
+            return {"body": "late"}
+        chunks = await s.collect(req["body"])
+        return {"body": str(sum(len(c) for c in chunks))}
+
+    srv = start_server(h, port=0, host="127.0.0.1", ssl_context=self_signed_context(), http_versions=("http/1.1", "h2"))
+    url = f"https://127.0.0.1:{srv.port}"
+    client = httpx.Client(http2=True, verify=False, timeout=20)
+    results: dict[str, Any] = {}
+
+    def stuck() -> None:
+        results["stuck"] = client.post(url + "/stuck", content=b"s" * 300_000).text
+
+    def other() -> str:
+        return client.post(url + "/count", content=b"o" * 300_000).text
+
+    try:
+        client.get(url + "/count")  # one HTTP/2 connection, shared by both requests
+        t = threading.Thread(target=stuck)
+        t.start()
+        from twisted.internet.task import deferLater
+
+        yield deferLater(reactor, 0.5, lambda: None)
+        started = reactor.seconds()
+        got = yield threads.deferToThread(other)
+        assert got == "300000"
+        assert reactor.seconds() - started < 5
+        release.callback(None)
+        yield threads.deferToThread(t.join, 20)
+        assert results["stuck"] == "late"
+    finally:
+        client.close()
+        yield srv.close().addTimeout(10, reactor)

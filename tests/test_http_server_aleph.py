@@ -158,7 +158,9 @@ def test_invalid_response(tmp_path: pathlib.Path) -> None:
 def test_max_request_body_size(limit: int, status: int) -> None:
     """deftest test-max-request-body-size"""
     resp = _result(
-        request(lambda req: {"body": "OK", "status": 200}, "PUT", "/", body="hello", max_request_body_size=limit)
+        request(
+            lambda req: {"body": "OK", "status": 200}, "PUT", "/", body="hello", max_request_body_size=limit
+        )
     )
     assert resp["status"] == status
 

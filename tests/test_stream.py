@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _helpers import failure_of, result_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -14,26 +15,6 @@ from aleph_tx import stream as s
 from aleph_tx.errors import BackpressureError
 from aleph_tx.testing import check_stream, stream_pair
 
-
-def now(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must already have fired successfully."""
-    assert d.called, "Deferred has not fired"
-    out: list[Any] = []
-    d.addBoth(lambda r: (out.append(r), r)[1])
-    result = out[0]
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
-
-
-def failure_of(d: Deferred[Any]) -> Any:
-    assert d.called, "Deferred has not fired"
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert hasattr(out[0], "check"), f"fired {out[0]!r}, not a failure"
-    return out[0]
-
-
 # -- Stream members -------------------------------------------------------------
 
 
@@ -41,27 +22,27 @@ def test_unbuffered_put_fires_when_taken() -> None:
     st_ = s.stream()
     d = st_.put("a")
     assert not d.called
-    assert now(st_.take()) == "a"
-    assert now(d) is True
+    assert result_of(st_.take()) == "a"
+    assert result_of(d) is True
 
 
 def test_take_before_put_receives_it() -> None:
     st_ = s.stream()
     t = st_.take()
     assert not t.called
-    assert now(st_.put(1)) is True
-    assert now(t) == 1
+    assert result_of(st_.put(1)) is True
+    assert result_of(t) == 1
 
 
 def test_buffered_put_fires_on_acceptance_then_waits() -> None:
     st_ = s.stream(buffer_size=2)
-    assert now(st_.put(1)) is True
-    assert now(st_.put(2)) is True
+    assert result_of(st_.put(1)) is True
+    assert result_of(st_.put(2)) is True
     third = st_.put(3)
     assert not third.called
-    assert now(st_.take()) == 1
-    assert now(third) is True  # moved into the freed room
-    assert [now(st_.take()) for _ in range(2)] == [2, 3]
+    assert result_of(st_.take()) == 1
+    assert result_of(third) is True  # moved into the freed room
+    assert [result_of(st_.take()) for _ in range(2)] == [2, 3]
 
 
 def test_put_none_raises_at_once() -> None:
@@ -77,21 +58,21 @@ def test_negative_buffer_size_raises() -> None:
 def test_put_on_closed_fires_false() -> None:
     st_ = s.stream(4)
     st_.close()
-    assert now(st_.put(1)) is False
+    assert result_of(st_.put(1)) is False
 
 
 def test_close_keeps_buffered_and_pending_messages_in_order() -> None:
     st_ = s.stream(1)
-    now(st_.put("buffered"))
+    result_of(st_.put("buffered"))
     pending = st_.put("pending")
     st_.close()
     assert st_.closed and not st_.drained
-    assert now(st_.take()) == "buffered"
-    assert not pending.called or now(pending) is True
-    assert now(st_.take()) == "pending"
-    assert now(pending) is True
+    assert result_of(st_.take()) == "buffered"
+    assert not pending.called or result_of(pending) is True
+    assert result_of(st_.take()) == "pending"
+    assert result_of(pending) is True
     assert st_.drained
-    assert now(st_.take("dflt")) == "dflt"
+    assert result_of(st_.take("dflt")) == "dflt"
 
 
 def test_close_is_idempotent_and_callbacks_fire_once() -> None:
@@ -111,7 +92,7 @@ def test_close_fires_pending_takes_with_their_defaults() -> None:
     st_ = s.stream()
     t1, t2 = st_.take("x"), st_.take("y")
     st_.close()
-    assert (now(t1), now(t2)) == ("x", "y")
+    assert (result_of(t1), result_of(t2)) == ("x", "y")
 
 
 def test_callback_error_is_logged_not_raised() -> None:
@@ -132,7 +113,7 @@ def test_try_put_times_out_and_withdraws() -> None:
     clock.advance(1.9)
     assert not d.called
     clock.advance(0.1)
-    assert now(d) == "late"
+    assert result_of(d) == "late"
     assert st_.description()["pending_puts"] == 0
     assert not clock.getDelayedCalls()
     t = st_.take()
@@ -143,8 +124,8 @@ def test_try_put_accepted_cancels_timer() -> None:
     clock = Clock()
     st_ = s.stream()
     d = st_.try_put("m", 2.0, clock=clock)
-    assert now(st_.take()) == "m"
-    assert now(d) is True
+    assert result_of(st_.take()) == "m"
+    assert result_of(d) is True
     assert not clock.getDelayedCalls()
 
 
@@ -153,18 +134,18 @@ def test_try_take_times_out_and_withdraws() -> None:
     st_ = s.stream()
     d = st_.try_take(1.0, default="d", timeout_value="t", clock=clock)
     clock.advance(1.0)
-    assert now(d) == "t"
+    assert result_of(d) == "t"
     assert not clock.getDelayedCalls()
     p = st_.put("after")
     assert not p.called  # no stale take swallowed it
-    assert now(st_.take()) == "after"
+    assert result_of(st_.take()) == "after"
 
 
 def test_try_take_default_when_drained() -> None:
     clock = Clock()
     st_ = s.stream()
     st_.close()
-    assert now(st_.try_take(1.0, default="d", clock=clock)) == "d"
+    assert result_of(st_.try_take(1.0, default="d", clock=clock)) == "d"
     assert not clock.getDelayedCalls()
 
 
@@ -200,7 +181,7 @@ def test_pending_limits_fail_with_backpressure_error() -> None:
 
 def test_description_keys_and_values() -> None:
     st_ = s.stream(3, description={"peer": "x"})
-    now(st_.put(1))
+    result_of(st_.put(1))
     st_.take()
     st_.take()
     desc = st_.description()
@@ -218,19 +199,19 @@ def test_description_keys_and_values() -> None:
 
 def test_xform_expands_puts() -> None:
     st_ = s.stream(10, xform=lambda m: [m, m * 10])
-    assert now(st_.put(1)) is True
-    assert now(s.collect(_closed_after(st_))) == [1, 10]
+    assert result_of(st_.put(1)) is True
+    assert result_of(s.collect(_closed_after(st_))) == [1, 10]
 
 
 def test_xform_put_waits_for_its_last_message() -> None:
     st_ = s.stream(1, xform=lambda m: [m, m + 1, m + 2])
     d = st_.put(1)
     assert not d.called
-    assert now(st_.take()) == 1
+    assert result_of(st_.take()) == 1
     assert not d.called
-    assert now(st_.take()) == 2
-    assert now(st_.take()) == 3
-    assert now(d) is True
+    assert result_of(st_.take()) == 2
+    assert result_of(st_.take()) == 3
+    assert result_of(d) is True
 
 
 def test_xform_error_closes_stream_with_error() -> None:
@@ -238,7 +219,7 @@ def test_xform_error_closes_stream_with_error() -> None:
         raise ValueError("bad xform")
 
     st_ = s.stream(xform=bad)
-    assert now(st_.put(1)) is False
+    assert result_of(st_.put(1)) is False
     assert st_.closed
     assert isinstance(st_.description()["error"], ValueError)
 
@@ -254,21 +235,21 @@ def test_async_for_iterates_until_drained() -> None:
     async def run() -> list[int]:
         return [m async for m in src]
 
-    assert now(Deferred.fromCoroutine(run())) == [1, 2, 3]
+    assert result_of(Deferred.fromCoroutine(run())) == [1, 2, 3]
 
 
 def test_buffer_metric_weighs_messages() -> None:
     src = s.stream()
     buf = s.buffer(10, src, metric=len)
-    assert now(src.put(b"x" * 6)) is True
-    assert now(src.put(b"y" * 6)) is True  # accepted: 6 < 10
-    assert now(src.put(b"z")) is True  # taken by connect, held: 12 >= 10, the buffer is full
+    assert result_of(src.put(b"x" * 6)) is True
+    assert result_of(src.put(b"y" * 6)) is True  # accepted: 6 < 10
+    assert result_of(src.put(b"z")) is True  # taken by connect, held: 12 >= 10, the buffer is full
     waiting = src.put(b"w")
     assert not waiting.called
     assert buf.description()["buffer_weight"] == 12
-    assert now(buf.take()) == b"x" * 6
+    assert result_of(buf.take()) == b"x" * 6
     assert buf.description()["buffer_weight"] == 8  # z moved in, then w (7 < 10)
-    assert now(waiting) is True
+    assert result_of(waiting) is True
 
 
 # -- connect --------------------------------------------------------------------
@@ -280,9 +261,9 @@ def test_connect_pumps_in_order_and_closes_downstream() -> None:
     results: list[Any] = []
     d = s.consume(results.append, dst)
     for i in range(5):
-        assert now(src.put(i)) is True
+        assert result_of(src.put(i)) is True
     src.close()
-    assert now(d) is True
+    assert result_of(d) is True
     assert results == list(range(5))
     assert dst.drained
 
@@ -291,7 +272,7 @@ def test_connect_downstream_false_keeps_sink_open() -> None:
     src, dst = s.from_iterable([1]), s.stream(5)
     s.connect(src, dst, downstream=False)
     assert not dst.closed
-    assert now(dst.take()) == 1
+    assert result_of(dst.take()) == 1
 
 
 def test_connect_upstream_closes_source_when_sink_closes() -> None:
@@ -318,7 +299,7 @@ def test_connect_without_upstream_leaves_source_and_loses_nothing() -> None:
     assert not src.closed
     p = src.put("kept")
     assert not p.called  # the pump's take was withdrawn: nothing swallowed the message
-    assert now(src.take()) == "kept"
+    assert result_of(src.take()) == "kept"
 
 
 def test_connect_fans_out_at_the_pace_of_the_slowest() -> None:
@@ -326,13 +307,13 @@ def test_connect_fans_out_at_the_pace_of_the_slowest() -> None:
     s.connect(src, fast)
     s.connect(src, slow)
     first = src.put(1)
-    assert now(first) is True  # taken by the pump, offered to both
+    assert result_of(first) is True  # taken by the pump, offered to both
     second = src.put(2)
     assert not second.called  # the pump holds 1 until slow accepts it
-    assert now(slow.take()) == 1
-    assert now(second) is True
-    assert now(fast.take()) == 1
-    assert now(fast.take()) == 2
+    assert result_of(slow.take()) == 1
+    assert result_of(second) is True
+    assert result_of(fast.take()) == 1
+    assert result_of(fast.take()) == 2
 
 
 def test_connect_timeout_cuts_off_slow_sink() -> None:
@@ -340,12 +321,12 @@ def test_connect_timeout_cuts_off_slow_sink() -> None:
     src, slow, fast = s.stream(), s.stream(), s.stream(100)
     s.connect(src, slow, timeout=1.0, clock=clock)
     s.connect(src, fast)
-    now(src.put(1))
+    result_of(src.put(1))
     clock.advance(1.0)
     assert slow.closed
     assert not clock.getDelayedCalls()
-    assert now(src.put(2)) is True
-    assert [now(fast.take()), now(fast.take())] == [1, 2]
+    assert result_of(src.put(2)) is True
+    assert [result_of(fast.take()), result_of(fast.take())] == [1, 2]
 
 
 def test_connect_to_closed_sink_and_from_drained_source() -> None:
@@ -365,7 +346,7 @@ def test_connect_long_synchronous_chain_uses_no_recursion() -> None:
     src = s.from_iterable(range(50_000))
     dst = s.stream(10)
     s.connect(src, dst)
-    assert now(s.reduce(lambda a, b: a + b, dst)) == sum(range(50_000))
+    assert result_of(s.reduce(lambda a, b: a + b, dst)) == sum(range(50_000))
 
 
 def test_connect_negative_timeout_raises() -> None:
@@ -376,10 +357,10 @@ def test_connect_negative_timeout_raises() -> None:
 def test_splice_routes_puts_and_takes() -> None:
     sink, source = s.stream(5), s.stream(5)
     dup = s.splice(sink, source)
-    now(dup.put("out"))
-    now(source.put("in"))
-    assert now(sink.take()) == "out"
-    assert now(dup.take()) == "in"
+    result_of(dup.put("out"))
+    result_of(source.put("in"))
+    assert result_of(sink.take()) == "out"
+    assert result_of(dup.take()) == "in"
     dup.close()
     assert sink.closed and dup.closed and not source.closed
     desc = dup.description()
@@ -389,16 +370,16 @@ def test_splice_routes_puts_and_takes() -> None:
 def test_drain_into_fires_when_drained_and_keeps_sink_open() -> None:
     sink = s.stream(10)
     d = s.drain_into(s.from_iterable([1, 2]), sink)
-    assert now(d) is True
+    assert result_of(d) is True
     assert not sink.closed
-    assert [now(sink.take()), now(sink.take())] == [1, 2]
+    assert [result_of(sink.take()), result_of(sink.take())] == [1, 2]
 
 
 def test_drain_into_fires_false_when_sink_closes_first() -> None:
     src, sink = s.stream(), s.stream()
     d = s.drain_into(src, sink)
     sink.close()
-    assert now(d) is False
+    assert result_of(d) is False
 
 
 # -- operators ------------------------------------------------------------------
@@ -428,18 +409,18 @@ def test_map_accepts_coroutines_and_skips_none() -> None:
     async def f(x: int) -> int | None:
         return None if x == 2 else x
 
-    assert now(s.collect(s.map(f, s.from_iterable([1, 2, 3])))) == [1, 3]
+    assert result_of(s.collect(s.map(f, s.from_iterable([1, 2, 3])))) == [1, 3]
 
 
 def test_map_error_closes_derived_stream_and_keeps_error() -> None:
     out = s.map(lambda x: 1 // x, s.from_iterable([1, 0, 2]))
-    assert now(s.collect(out)) == [1]
+    assert result_of(s.collect(out)) == [1]
     assert isinstance(out.description()["error"], ZeroDivisionError)
 
 
 def test_map_failed_deferred_closes_derived_stream() -> None:
     out = s.map(lambda x: Deferred.fromCoroutine(_raise(KeyError(x))), s.from_iterable([1]))
-    assert now(s.collect(out)) == []
+    assert result_of(s.collect(out)) == []
     assert isinstance(out.description()["error"], KeyError)
 
 
@@ -449,7 +430,7 @@ async def _raise(e: Exception) -> None:
 
 def test_map_several_sources_zips_them() -> None:
     out = s.map(lambda a, b: a + b, s.from_iterable([1, 2, 3]), s.from_iterable([10, 20]))
-    assert now(s.collect(out)) == [11, 22]
+    assert result_of(s.collect(out)) == [11, 22]
 
 
 def test_map_without_source_raises() -> None:
@@ -465,28 +446,28 @@ def test_closing_derived_stream_closes_source() -> None:
 
 
 def test_filter_and_mapcat() -> None:
-    assert now(s.collect(s.filter(lambda x: x % 2, s.from_iterable(range(6))))) == [1, 3, 5]
-    assert now(s.collect(s.filter(lambda x: succeed(x > 3), s.from_iterable(range(6))))) == [4, 5]
-    assert now(s.collect(s.mapcat(lambda x: [x] * x, s.from_iterable([1, 2, 3])))) == [1, 2, 2, 3, 3, 3]
+    assert result_of(s.collect(s.filter(lambda x: x % 2, s.from_iterable(range(6))))) == [1, 3, 5]
+    assert result_of(s.collect(s.filter(lambda x: succeed(x > 3), s.from_iterable(range(6))))) == [4, 5]
+    assert result_of(s.collect(s.mapcat(lambda x: [x] * x, s.from_iterable([1, 2, 3])))) == [1, 2, 2, 3, 3, 3]
 
 
 def test_mapcat_backpressure_per_item() -> None:
     src = s.stream()
     out = s.mapcat(lambda x: [x, x], src)
-    assert now(src.put("a")) is True
+    assert result_of(src.put("a")) is True
     assert not src.put("b").called  # the pump waits for both "a"s to be taken
-    assert [now(out.take()), now(out.take()), now(out.take())] == ["a", "a", "b"]
+    assert [result_of(out.take()), result_of(out.take()), result_of(out.take())] == ["a", "a", "b"]
 
 
 def test_reduce_consume_collect() -> None:
-    assert now(s.reduce(lambda a, b: a * b, s.from_iterable([1, 2, 3, 4]))) == 24
-    assert now(s.reduce(lambda a, b: a + b, s.from_iterable([]), 7)) == 7
+    assert result_of(s.reduce(lambda a, b: a * b, s.from_iterable([1, 2, 3, 4]))) == 24
+    assert result_of(s.reduce(lambda a, b: a + b, s.from_iterable([]), 7)) == 7
     assert failure_of(s.reduce(lambda a, b: a, s.from_iterable([]))).check(TypeError)
-    assert now(s.reduce(lambda a, b: succeed(a + b), s.from_iterable([1, 2]), 0)) == 3
+    assert result_of(s.reduce(lambda a, b: succeed(a + b), s.from_iterable([1, 2]), 0)) == 3
     seen: list[int] = []
-    assert now(s.consume(seen.append, s.from_iterable([1, 2]))) is True
+    assert result_of(s.consume(seen.append, s.from_iterable([1, 2]))) is True
     assert seen == [1, 2]
-    assert now(s.collect(s.from_iterable("abc"))) == ["a", "b", "c"]
+    assert result_of(s.collect(s.from_iterable("abc"))) == ["a", "b", "c"]
 
 
 def test_consume_error_fails_deferred() -> None:
@@ -508,7 +489,7 @@ def test_consume_waits_for_deferred_results() -> None:
     d = s.consume(f, src)
     assert seen == [1] and not d.called
     gate.callback(None)
-    assert seen == [1, 2] and now(d) is True
+    assert seen == [1, 2] and result_of(d) is True
 
 
 def test_batch_by_size_latency_and_drain() -> None:
@@ -556,7 +537,7 @@ def test_throttle_backpressures_source() -> None:
     clock = Clock()
     src = s.stream()
     s.throttle(1, src, clock=clock)
-    assert now(src.put(1)) is True  # taken by the throttle, waits for a take of out
+    assert result_of(src.put(1)) is True  # taken by the throttle, waits for a take of out
     assert not src.put(2).called
 
 
@@ -572,11 +553,11 @@ def test_periodically_drops_untaken_values() -> None:
     clock.advance(0.5)
     clock.advance(1.0)
     clock.advance(1.0)
-    assert now(out.take()) == 2  # 0 and 1 were not taken in time: dropped
+    assert result_of(out.take()) == 2  # 0 and 1 were not taken in time: dropped
     assert out.description()["pending_puts"] == 0
     t = out.take()
     clock.advance(1.0)
-    assert now(t) == 3
+    assert result_of(t) == 3
     out.close()
     assert not clock.getDelayedCalls()
 
@@ -595,9 +576,9 @@ def test_periodically_error_closes() -> None:
 
 def test_zip_closes_when_any_drains_and_loses_nothing() -> None:
     a, b = s.from_iterable([1, 2, 3]), s.stream(5)
-    now(b.put("x"))
+    result_of(b.put("x"))
     b.close()
-    assert now(s.collect(s.zip(a, b))) == [(1, "x")]
+    assert result_of(s.collect(s.zip(a, b))) == [(1, "x")]
 
 
 def test_from_iterable_is_lazy_and_stops_when_closed() -> None:
@@ -610,7 +591,7 @@ def test_from_iterable_is_lazy_and_stops_when_closed() -> None:
 
     src = s.from_iterable(gen())
     assert pulled == [0]  # one ahead
-    assert now(src.take()) == 0
+    assert result_of(src.take()) == 0
     src.close()
     assert len(pulled) <= 2
 
@@ -621,7 +602,7 @@ def test_from_iterable_error_closes_with_error() -> None:
         raise RuntimeError("gen")
 
     src = s.from_iterable(gen())
-    assert now(s.collect(src)) == [1]
+    assert result_of(s.collect(src)) == [1]
     assert isinstance(src.description()["error"], RuntimeError)
 
 
@@ -640,7 +621,7 @@ def test_from_iterable_error_closes_with_error() -> None:
     ids=["plain", "buffered", "pair", "buffered-pair", "splice"],
 )
 def test_check_stream_passes_on_memory_streams(make_pair: Any) -> None:
-    assert now(check_stream(make_pair)) is None
+    assert result_of(check_stream(make_pair)) is None
 
 
 class _Duplicating(s.Stream):
@@ -747,7 +728,7 @@ def test_connect_chain_preserves_order(msgs: list[int], buffers: list[int], down
     out: list[int] = []
     done = s.consume(out.append, cur)
     for m in msgs:
-        assert now(head.put(m)) is True
+        assert result_of(head.put(m)) is True
     assert out == msgs
     head.close()
     assert done.called is downstream

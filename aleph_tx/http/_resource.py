@@ -40,6 +40,10 @@ _log = Logger()
 
 _BODY_BUFFER = 65536
 
+#: HTTP/2 connection-level receive window: a paused stream holds at most its own
+#: (64 KiB) window of it, so 256 paused streams are needed to stall a connection.
+H2_CONNECTION_WINDOW = 16 << 20
+
 
 class StreamingRequest(server.Request):
     """A ``Request`` whose body is a :class:`~aleph_tx.stream.Stream`, read with backpressure.
@@ -435,6 +439,7 @@ class _ALPNDispatcher(Protocol):
         self._buffer: list[bytes] = []
         self._real: Any = None
         self._tracked = False
+        self._widened = False
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
         """Build the real protocol for the negotiated ALPN name (TWISTED-NOTES §4)."""
@@ -460,8 +465,29 @@ class _ALPNDispatcher(Protocol):
         """Forward (or keep until the handshake completed)."""
         if self._real is None:
             self._buffer.append(data)
-        else:
-            self._real.dataReceived(data)
+            return
+        self._real.dataReceived(data)
+        if self._tracked and not self._widened:
+            self._widen_window()
+
+    def _widen_window(self) -> None:
+        """Give the HTTP/2 connection a 16 MiB receive window (TWISTED-NOTES §5).
+
+        A stream whose handler does not read keeps its (at most 64 KiB) stream
+        window unacknowledged; with the default 64 KiB *connection* window that alone
+        would stall every other stream's request body. Private twisted.web
+        attributes: skipped (with the default window) if they are missing.
+        """
+        channel = getattr(self._real, "_channel", None)
+        conn = getattr(channel, "conn", None)
+        if conn is None or not hasattr(conn, "increment_flow_control_window"):
+            return
+        self._widened = True
+        try:
+            conn.increment_flow_control_window(H2_CONNECTION_WINDOW - 65535)
+            self.transport.write(conn.data_to_send())
+        except Exception:
+            _log.failure("widening the HTTP/2 connection window failed")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
         """Forward; stop being tracked."""
