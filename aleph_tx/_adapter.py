@@ -55,6 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from aleph_tx import byte_streams
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._core import MAX_PENDING, Stream, _check_timeout, _reactor_clock
 
@@ -73,27 +74,6 @@ _log = Logger()
 # -- conversion ---------------------------------------------------------------------
 
 
-def _fallback_to_bytes(msg: Any) -> bytes:
-    if isinstance(msg, bytes):
-        return msg
-    if isinstance(msg, (bytearray, memoryview)):
-        return bytes(msg)
-    if isinstance(msg, str):
-        return msg.encode("utf-8")
-    raise TypeError(f"cannot convert {type(msg).__name__} {msg!r:.80} to bytes")
-
-
-def _load_to_bytes() -> Callable[[Any], bytes]:
-    try:
-        from aleph_tx import byte_streams
-    except ImportError:  # pragma: no cover - byte_streams is part of the package
-        return _fallback_to_bytes
-    return byte_streams.to_bytes
-
-
-_to_bytes_impl: Callable[[Any], bytes] | None = None
-
-
 def to_bytes(msg: Any) -> bytes:
     """``msg`` as ``bytes`` like :func:`aleph_tx.byte_streams.to_bytes` (which it calls
     for anything but ``bytes``, ``str`` (UTF-8), ``bytearray`` and ``memoryview``).
@@ -107,11 +87,8 @@ def to_bytes(msg: Any) -> bytes:
         return msg.encode("utf-8")  # type: ignore[no-any-return]
     if t is bytearray or t is memoryview:
         return bytes(msg)
-    global _to_bytes_impl
-    if _to_bytes_impl is None:
-        _to_bytes_impl = _load_to_bytes()
     try:
-        return _to_bytes_impl(msg)
+        return byte_streams.to_bytes(msg)
     except (TypeError, ValueError, AttributeError) as e:
         raise TypeError(f"cannot convert {type(msg).__name__} {msg!r:.80} to bytes: {e}") from e
 

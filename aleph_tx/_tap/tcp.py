@@ -8,6 +8,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from aleph_tx._tap._common import ServerService, load_callable, non_negative_float
+from aleph_tx._tap._workers import WorkersOptions, check_workers, workers_service  # --workers
 
 __all__ = ["Options", "echo", "makeService"]
 
@@ -19,10 +20,10 @@ def echo(conn: Any, info: dict[str, Any]) -> None:
     s.connect(conn, conn)
 
 
-class Options(usage.Options):
+class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-tcp``."""
 
-    synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS]"
+    synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS] [--workers N|auto]"
     longdesc = (
         "Serve TCP with aleph_tx: HANDLER(stream, info) is called for each connection "
         "(default: echo). --listen takes Twisted endpoint descriptions and may be repeated."
@@ -59,10 +60,13 @@ class Options(usage.Options):
                 serverFromString(MemoryReactor(), desc)
             except Exception as e:
                 raise usage.UsageError(f"--listen {desc!r}: {e}") from None
+        check_workers(self)  # --workers: an int; above 1 every --listen must be shareable
 
 
 def makeService(options: Options) -> IService:  # noqa: N802
-    """The service: binds on start, ``Server.close()`` on stop."""
+    """The service: binds on start, ``Server.close()`` on stop (or the ``--workers`` supervisor)."""
+    if options["workers"] > 1:  # --workers: N processes sharing the port (_workers.py)
+        return workers_service("aleph-tcp", options)
     from aleph_tx import tcp
 
     def start() -> Any:
