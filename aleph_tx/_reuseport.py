@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
@@ -92,9 +92,7 @@ class ReusePortEndpoint:
     :param backlog: the ``listen(2)`` backlog.
     """
 
-    def __init__(
-        self, reactor: Any, port: int, interface: str = "", backlog: int = DEFAULT_BACKLOG
-    ) -> None:
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = DEFAULT_BACKLOG) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"reuseport: port must be an int in 0..65535, not {port!r}")
         if not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 1:
@@ -128,7 +126,7 @@ class ReusePortEndpoint:
         try:
             sock.listen(self.backlog)
             # adoptStreamPort duplicates the descriptor: ours is closed below either way.
-            port = reactor.adoptStreamPort(sock.fileno(), sock.family, protocolFactory)
+            port = reactor.adoptStreamPort(sock.fileno(), sock.family, cast(Any, protocolFactory))
         except OSError as e:
             return fail(CannotListenError(self.interface, self.port, e))
         except Exception as e:
@@ -145,7 +143,7 @@ def _integer(value: Any, what: str) -> int:
         raise ValueError(f"reuseport: {what} must be an integer, not {value!r}") from None
 
 
-def parse_reuseport(reactor: Any, *args: str, **kwargs: str) -> ReusePortEndpoint:
+def parse_reuseport(reactor: Any, *args: object, **kwargs: object) -> ReusePortEndpoint:
     """The endpoint for ``reuseport:PORT[:interface=ADDR][:backlog=N]`` (the plugin's parser).
 
     ``PORT`` may also be given as ``port=PORT``. An IPv6 address is written with
@@ -159,6 +157,6 @@ def parse_reuseport(reactor: Any, *args: str, **kwargs: str) -> ReusePortEndpoin
     ports = [*args, *([kwargs["port"]] if "port" in kwargs else [])]
     if len(ports) != 1:
         raise ValueError(f"reuseport: give exactly one port (reuseport:PORT), not {ports!r}")
-    interface = kwargs.get("interface", "").strip("[]")
+    interface = str(kwargs.get("interface", "")).strip("[]")
     backlog = _integer(kwargs.get("backlog", DEFAULT_BACKLOG), "backlog")
     return ReusePortEndpoint(reactor, _integer(ports[0], "port"), interface, backlog)

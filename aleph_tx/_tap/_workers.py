@@ -180,9 +180,11 @@ class WorkersOptions(usage.Options):
             "workers",
             None,
             "1",
-            "Processes sharing the port with SO_REUSEPORT (Linux): an integer, or 'auto' for "
-            "one per core. Above 1, this process supervises them (restart on crash, SIGTERM "
-            "stops all) and --listen must be tcp: or reuseport:.",
+            (
+                "Processes sharing the port with SO_REUSEPORT (Linux): an integer, or 'auto' for "
+                "one per core. Above 1, this process supervises them (restart on crash, SIGTERM "
+                "stops all) and --listen must be tcp: or reuseport:."
+            ),
         ],
     ]
 
@@ -221,7 +223,8 @@ def child_arguments(options: usage.Options, raw: Sequence[str]) -> list[str]:
     """
     opts, rest = getopt.getopt(list(raw), options.shortOpt, options.longOpt)
     takes_value = {o.rstrip("=") for o in options.longOpt if o.endswith("=")}
-    short_with_value = {c for c, nxt in zip(options.shortOpt, options.shortOpt[1:] + " ") if nxt == ":"}
+    short = options.shortOpt
+    short_with_value = {c for i, c in enumerate(short) if c != ":" and short[i + 1 : i + 2] == ":"}
     out: list[str] = []
     for opt, value in opts:
         name = opt.lstrip("-")
@@ -333,7 +336,7 @@ class WorkersService(Service):
             self._reactor = reactor
         self.monitor = ProcessMonitor(reactor=self._reactor)
         self.monitor.killTime = self.shutdown_timeout + KILL_GRACE
-        listen = [spec.reuseport(port) for spec, port in zip(self.listen, ports)]
+        listen = [spec.reuseport(port) for spec, port in zip(self.listen, ports, strict=True)]
         self.command = worker_command(self.subcommand, self.arguments, listen)
         for index in range(1, self.workers + 1):
             self.monitor.addProcess(
@@ -341,7 +344,7 @@ class WorkersService(Service):
             )
         super().startService()  # type: ignore[no-untyped-call]
         self.monitor.startService()
-        for spec, port in zip(self.listen, ports):
+        for spec, port in zip(self.listen, ports, strict=True):
             _log.info(
                 "{subcommand} listening on {address} with {n} workers (SO_REUSEPORT)",
                 subcommand=self.subcommand,
@@ -402,7 +405,14 @@ def workers_service(subcommand: str, options: Any) -> IService:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGTERM when the supervisor dies; exit now if it already has."""
+    """Tie this worker to its supervisor.
+
+    It leaves the supervisor's process group, so a signal sent to the group (Ctrl-C
+    in a terminal, ``timeout``) reaches the supervisor only, which then stops each
+    worker once; and it asks Linux for SIGTERM when the supervisor dies (exiting
+    now if it already has).
+    """
+    os.setpgrp()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1

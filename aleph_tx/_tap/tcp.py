@@ -23,7 +23,9 @@ def echo(conn: Any, info: dict[str, Any]) -> None:
 class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-tcp``."""
 
-    synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS] [--workers N|auto]"
+    synopsis = (
+        "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS] [--workers N|auto]"
+    )
     longdesc = (
         "Serve TCP with aleph_tx: HANDLER(stream, info) is called for each connection "
         "(default: echo). --listen takes Twisted endpoint descriptions and may be repeated."

@@ -7,9 +7,11 @@
 This directory has no ``__init__.py`` (``twisted.plugins`` is Twisted's own package).
 """
 
-from typing import Any
-
-from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -20,7 +22,9 @@ class _ReusePortParser:
 
     prefix = "reuseport"
 
-    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> Any:  # noqa: N802
+    def parseStreamServer(  # noqa: N802
+        self, reactor: IReactorCore, *args: object, **kwargs: object
+    ) -> IStreamServerEndpoint:
         from aleph_tx._reuseport import parse_reuseport
 
         return parse_reuseport(reactor, *args, **kwargs)
