@@ -1,7 +1,7 @@
 """The demo served by ``twist aleph-http`` when no ``--handler`` is given.
 
 ``/`` hello, ``/stream`` a chunked response, ``/events`` a server-sent clock,
-``/health`` a JSON status. (``/ws``, a WebSocket echo, arrives with WebSockets.)
+``/health`` a JSON status, ``/ws`` a WebSocket echo.
 """
 
 from __future__ import annotations
@@ -28,9 +28,19 @@ async def _chunks(reactor: Any, count: int = 10, delay: float = 0.05) -> AsyncIt
         yield f"chunk {i}\n"
 
 
-def handler(req: dict[str, Any]) -> dict[str, Any]:
+async def _ws_echo(req: dict[str, Any]) -> None:
+    """Echo every WebSocket message (a request that is no upgrade gets 400)."""
+    from aleph_tx.http._websocket import websocket_connection
+
+    conn = await websocket_connection(req)
+    s.connect(conn, conn)
+
+
+def handler(req: dict[str, Any]) -> Any:
     """Route the demo's paths."""
     uri = req["uri"]
+    if uri == "/ws":
+        return _ws_echo(req)
     if uri == "/":
         return {"status": 200, "headers": {"content-type": "text/plain; charset=utf-8"}, "body": _INDEX}
     if uri == "/stream":

@@ -154,48 +154,73 @@ def test_h2_needs_tls() -> None:
 
 
 @pytest_twisted.inlineCallbacks
-def test_h2_paused_stream_does_not_stall_others() -> Generator[Any, Any, None]:
-    """A handler that does not read its body must not block another stream's upload."""
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("h2")
-    import threading
+def test_h2_paused_stream_does_not_stall_others(tmp_path: Any) -> Generator[Any, Any, None]:
+    """One stream whose handler does not read must not block another stream's upload.
 
+    curl multiplexes both uploads on one HTTP/2 connection (``-Z``). The slow
+    handler reads only once the other request has completed (or after 5 s, which
+    fails the test).
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.fail("curl is not installed")
     from aleph_tx.tls import self_signed_context
 
     release: Deferred[None] = Deferred()
+    order: list[str] = []
 
     async def h(req: dict[str, Any]) -> dict[str, Any]:
-        if req["uri"] == "/stuck":
-            await release  # never reads its body until released
-            return {"body": "late"}
-        chunks = await s.collect(req["body"]) if req["body"] is not None else []
-        return {"body": str(sum(len(c) for c in chunks))}
+        if req["uri"] == "/slow":
+            await release  # does not read its body until released
+        chunks = await s.collect(req["body"])
+        order.append(req["uri"])
+        if req["uri"] == "/other" and not release.called:
+            release.callback(None)
+        return {"body": f"{req['uri']} {sum(len(c) for c in chunks)} {req['protocol']}"}
 
-    srv = start_server(h, port=0, host="127.0.0.1", ssl_context=self_signed_context(), http_versions=("http/1.1", "h2"))
+    def timeout_release() -> None:
+        if not release.called:
+            order.append("timeout")
+            release.callback(None)
+
+    timer = reactor.callLater(5, timeout_release)
+    srv = start_server(
+        h, port=0, host="127.0.0.1", ssl_context=self_signed_context(), http_versions=("http/1.1", "h2")
+    )
     url = f"https://127.0.0.1:{srv.port}"
-    client = httpx.Client(http2=True, verify=False, timeout=20)
-    results: dict[str, Any] = {}
-
-    def stuck() -> None:
-        results["stuck"] = client.post(url + "/stuck", content=b"s" * 300_000).text
-
-    def other() -> str:
-        return client.post(url + "/count", content=b"o" * 300_000).text
-
+    (tmp_path / "a.bin").write_bytes(b"a" * 300_000)
+    (tmp_path / "b.bin").write_bytes(b"b" * 300_000)
+    cmd = [
+        "curl", "-sk", "--http2", "-Z", "--max-time", "20",
+        "--data-binary", f"@{tmp_path / 'a.bin'}", url + "/slow",
+        "--next", "-sk", "--http2", "--max-time", "20",
+        "--data-binary", f"@{tmp_path / 'b.bin'}", url + "/other",
+    ]  # fmt: skip
     try:
-        yield threads.deferToThread(client.get, url + "/count")  # one HTTP/2 connection for both
-        t = threading.Thread(target=stuck)
-        t.start()
-        from twisted.internet.task import deferLater
-
-        yield deferLater(reactor, 0.5, lambda: None)
-        started = reactor.seconds()
-        got = yield threads.deferToThread(other)
-        assert got == "300000"
-        assert reactor.seconds() - started < 5
-        release.callback(None)
-        yield threads.deferToThread(t.join, 20)
-        assert results["stuck"] == "late"
+        result = yield threads.deferToThread(subprocess.run, cmd, capture_output=True, timeout=30)
+        assert order == ["/other", "/slow"], order
+        out = result.stdout.decode()
+        assert "/slow 300000 HTTP/2" in out and "/other 300000 HTTP/2" in out
     finally:
-        client.close()
+        if timer.active():
+            timer.cancel()
         yield srv.close().addTimeout(10, reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_streaming_site_413_mid_stream() -> Generator[Any, Any, None]:
+    cancelled: list[bool] = []
+
+    def h(req: dict[str, Any]) -> Deferred[Any]:
+        return Deferred(lambda _: cancelled.append(True))
+
+    port = reactor.listenTCP(0, make_site(to_resource(h), max_request_body_size=100), interface="127.0.0.1")
+    try:
+        body = b"32\r\n" + b"x" * 50 + b"\r\n" + b"64\r\n" + b"y" * 100 + b"\r\n0\r\n\r\n"
+        head = b"POST / HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        out = yield fetch(port.getHost().port, head + body)
+        assert out.startswith(b"HTTP/1.1 413 ") and cancelled == [True]
+    finally:
+        yield port.stopListening()

@@ -7,7 +7,7 @@ listening on the same port through the ``reuseport:`` endpoint
 The supervisor is Twisted's :class:`~twisted.runner.procmon.ProcessMonitor`:
 
 - a worker that exits (a crash, ``kill -9``) is started again, at once if it had
-  run for a second, else after a doubling back-off;
+  run for a second, else after a back-off doubling up to 30 seconds;
 - stopping the supervisor (SIGTERM, SIGINT) sends SIGTERM to every worker, which
   closes its servers gracefully (``--shutdown-timeout``); a worker still alive
   ``--shutdown-timeout`` + 5 seconds later gets SIGKILL, and the supervisor exits
@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -59,6 +60,9 @@ _log = Logger()
 
 #: Seconds a worker gets past ``--shutdown-timeout`` to exit before SIGKILL.
 KILL_GRACE = 5.0
+
+#: Longest wait before restarting a worker that keeps dying at start (Twisted's default is an hour).
+MAX_RESTART_DELAY = 30.0
 
 #: Options the supervisor rewrites for its workers: they never reach a worker as given.
 _SUPERVISOR_OPTIONS = frozenset({"workers", "listen"})
@@ -238,10 +242,17 @@ def child_arguments(options: usage.Options, raw: Sequence[str]) -> list[str]:
     return out + list(rest)
 
 
-def worker_command(subcommand: str, arguments: Sequence[str], listen: Sequence[str]) -> list[str]:
-    """The argv of a worker: this module's entry point, then ``twist`` arguments."""
-    argv = [sys.executable, "-m", "aleph_tx._tap._workers", str(os.getpid())]
-    argv += ["--log-format", "text", subcommand, "--workers=1", *arguments]
+def worker_command(
+    subcommand: str, arguments: Sequence[str], listen: Sequence[str], log_level: str | None = None
+) -> list[str]:
+    """The argv of a worker: this module's entry point, then ``twist`` arguments.
+
+    :param log_level: the supervisor's ``twist --log-level``, passed on.
+    """
+    argv = [sys.executable, "-m", "aleph_tx._tap._workers", str(os.getpid()), "--log-format", "text"]
+    if log_level is not None:
+        argv.append(f"--log-level={log_level}")
+    argv += [subcommand, "--workers=1", *arguments]
     for desc in listen:
         argv.append(f"--listen={desc}")
     return argv
@@ -280,6 +291,7 @@ class WorkersService(Service):
     :param shutdown_timeout: what workers have on stop; SIGKILL comes
         :data:`KILL_GRACE` seconds later.
     :param reactor: an ``IReactorProcess`` and ``IReactorTime`` (``None``: the global one).
+    :param log_level: ``twist --log-level`` for the workers (``None``: theirs).
     """
 
     def __init__(
@@ -290,6 +302,7 @@ class WorkersService(Service):
         workers: int,
         shutdown_timeout: float = 15.0,
         reactor: Any = None,
+        log_level: str | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, not {workers!r}")
@@ -300,6 +313,7 @@ class WorkersService(Service):
         self.listen = list(listen)
         self.workers = workers
         self.shutdown_timeout = shutdown_timeout
+        self.log_level = log_level
         self._reactor = reactor
         self.monitor: Any = None
         self.reserved: list[socket.socket] = []
@@ -311,8 +325,11 @@ class WorkersService(Service):
             for spec in self.listen:
                 from aleph_tx._reuseport import bind_reuseport
 
-                _probe_free(spec)
-                sock = bind_reuseport(spec.port, spec.interface)
+                try:
+                    _probe_free(spec)
+                    sock = bind_reuseport(spec.port, spec.interface)
+                except OSError as e:  # as a single process reports a busy port
+                    raise CannotListenError(spec.interface, spec.port, e) from e
                 self.reserved.append(sock)
                 ports.append(int(sock.getsockname()[1]))
         except BaseException:
@@ -336,8 +353,9 @@ class WorkersService(Service):
             self._reactor = reactor
         self.monitor = ProcessMonitor(reactor=self._reactor)
         self.monitor.killTime = self.shutdown_timeout + KILL_GRACE
+        self.monitor.maxRestartDelay = MAX_RESTART_DELAY
         listen = [spec.reuseport(port) for spec, port in zip(self.listen, ports, strict=True)]
-        self.command = worker_command(self.subcommand, self.arguments, listen)
+        self.command = worker_command(self.subcommand, self.arguments, listen, self.log_level)
         for index in range(1, self.workers + 1):
             self.monitor.addProcess(
                 f"worker-{index}", self.command, env=_worker_environment(index), cwd=os.getcwd()
@@ -395,12 +413,15 @@ class WorkersService(Service):
 
 def workers_service(subcommand: str, options: Any) -> IService:
     """The supervisor service for parsed ``options`` (a :class:`WorkersOptions` after :func:`check_workers`)."""
+    # Under ``twist``, the parent options hold ``--log-level`` (a LogLevel); twistd has none.
+    level = getattr(getattr(options, "parent", None), "get", lambda key: None)("logLevel")
     return WorkersService(
         subcommand,
         child_arguments(options, options.raw_arguments),
         options["listen_specs"],
         options["workers"],
         shutdown_timeout=float(options.get("shutdown-timeout", 15.0)),
+        log_level=getattr(level, "name", None),
     )
 
 

@@ -13,6 +13,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from aleph_tx._tap import _version
 from aleph_tx._tap._common import (
     ServerService,
     load_callable,
@@ -20,19 +21,20 @@ from aleph_tx._tap._common import (
     non_negative_int,
     positive_int,
 )
+from aleph_tx._tap._workers import WorkersOptions, check_workers, workers_service  # --workers
 
 __all__ = ["Options", "makeService"]
 
 _log = Logger()
 
 
-class Options(usage.Options):
+class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-http``."""
 
     synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn | --wsgi pkg.mod:app] [options]"
     longdesc = (
         "Serve HTTP/1.1 with aleph_tx. Without --handler or --wsgi it serves a demo: "
-        "/ hello, /stream a chunked response, /events a server-sent clock, /health. "
+        "/ hello, /stream a chunked response, /events a server-sent clock, /health, /ws a WebSocket echo. "
         "--listen takes Twisted endpoint descriptions and may be repeated (default tcp:8080)."
     )
     optFlags = [  # noqa: N815 - Twisted's name
@@ -55,8 +57,10 @@ class Options(usage.Options):
             "http/1.1",
             "Comma-separated protocols to offer: http/1.1, h2 (h2 needs ssl: endpoints).",
         ],
-        ["workers", None, "1", "Processes sharing the port (only 1 is implemented)."],
+        ["access-log", None, None, "Combined Log Format lines: a file to append to, or - for the twist log."],
     ]
+
+    opt_version = _version.opt_version  # --version: aleph_tx, Twisted and Python versions
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -104,8 +108,6 @@ class Options(usage.Options):
                 f"--http-versions {self['http-versions']!r}: h2 needs TLS (--listen ssl:...): it is negotiated with ALPN"
             )
         options["http_versions"] = versions or ("http/1.1",)
-        if positive_int(self["workers"], "--workers") != 1:
-            raise usage.UsageError(f"--workers {self['workers']!r}: only 1 worker is implemented yet")
         options["compression"] = bool(self["compression"])
         self["options"] = options
         if self["wsgi"]:
@@ -127,6 +129,12 @@ class Options(usage.Options):
                 serverFromString(MemoryReactor(), desc)
             except Exception as e:
                 raise usage.UsageError(f"--listen {desc!r}: {e}") from None
+        if self["access-log"] and self["access-log"] != "-":
+            try:
+                open(self["access-log"], "a").close()  # check it can be appended to
+            except OSError as e:
+                raise usage.UsageError(f"--access-log {self['access-log']!r}: {e.strerror}") from None
+        check_workers(self)  # --workers: an int; above 1 every --listen must be shareable
 
 
 def _address(port: Any) -> str:
@@ -138,11 +146,21 @@ def _address(port: Any) -> str:
 
 
 def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name
-    """The service: binds on start, ``Server.close()`` on stop (SIGTERM/SIGINT)."""
+    """The service: binds on start, ``Server.close()`` on stop (SIGTERM/SIGINT).
+
+    With ``--workers`` above 1: the supervisor of that many worker processes.
+    """
+    if options["workers"] > 1:  # --workers: N processes sharing the port (_workers.py)
+        return workers_service("aleph-http", options)
     from aleph_tx.http._serve import start_server
 
     def start() -> Any:
-        server = start_server(options["app"], listen=options["listen"], **options["options"])
+        app = options["app"]
+        if options["access-log"]:
+            from aleph_tx._tap._access_log import access_writer, with_access_log
+
+            app = with_access_log(app, access_writer(options["access-log"]))
+        server = start_server(app, listen=options["listen"], **options["options"])
         for port in server.ports:
             _log.info("aleph-http listening on {address}", address=_address(port))
         return server

@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
+from aleph_tx._tap import _version
 from aleph_tx._tap._common import ServerService, load_callable, non_negative_float
 from aleph_tx._tap._workers import WorkersOptions, check_workers, workers_service  # --workers
 
 __all__ = ["Options", "echo", "makeService"]
+
+_log = Logger()
 
 
 def echo(conn: Any, info: dict[str, Any]) -> None:
@@ -44,6 +48,8 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
 
+    opt_version = _version.opt_version  # --version: aleph_tx, Twisted and Python versions
+
     def opt_listen(self, description: str) -> None:
         """Endpoint to listen on, e.g. tcp:10001 or ssl:10443:privateKey=key.pem (repeatable; default tcp:10001)."""
         self["listen"].append(description)
@@ -72,8 +78,16 @@ def makeService(options: Options) -> IService:  # noqa: N802
     from aleph_tx import tcp
 
     def start() -> Any:
-        return tcp.start_server(
+        server = tcp.start_server(
             options["handler"], listen=options["listen"], shutdown_timeout=options["shutdown-timeout"]
         )
+        for port in server.ports:  # the startup line, with the bound address (port 0 resolved)
+            host: Any = port.getHost()
+            if hasattr(host, "port"):
+                address = f"{host.type.lower()}:{host.host}:{host.port}"
+            else:  # a UNIX socket
+                address = f"unix:{getattr(host, 'name', host)!s}"
+            _log.info("aleph-tcp listening on {address}", address=address)
+        return server
 
     return ServerService(start)

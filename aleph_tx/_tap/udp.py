@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from aleph_tx._tap import _version
 from aleph_tx._tap._common import ServerService, load_callable, port_number
 
 __all__ = ["Options", "echo", "makeService"]
@@ -34,6 +35,8 @@ class Options(usage.Options):
         ["host", None, "", 'Interface to bind ("" all IPv4, "::" IPv6).'],
         ["handler", None, None, "pkg.module:function called once as fn(sock) (default: echo)."],
     ]
+
+    opt_version = _version.opt_version  # --version: aleph_tx, Twisted and Python versions
 
     def postOptions(self) -> None:  # noqa: N802
         self["port"] = port_number(self["port"], "--port")
@@ -70,6 +73,11 @@ def makeService(options: Options) -> IService:  # noqa: N802
         if isinstance(result[0], Failure):
             result[0].raiseException()
         opened(result[0])
+        _log.info(  # the startup line, with the bound address (port 0 resolved)
+            "aleph-udp listening on udp:{host}:{port}",
+            host=options["host"] or "0.0.0.0",
+            port=result[0].description()["port"],
+        )
         return closer
 
     return ServerService(start)

@@ -977,8 +977,14 @@ class HTTP11Protocol(Protocol):
             self.transport.abortConnection()
 
     def _finish(self, ex: _Exchange, keep: bool) -> None:
-        if ex.body is not None and not ex.body.closed:
-            ex.body.close()
+        body = ex.body
+        if body is not None and not body.drained:
+            # the response is complete: drop what the handler did not read, so that
+            # waiting puts fire (a closed stream still holds them for takers)
+            body.close()
+            end = object()
+            while not body.drained and body.take(end).called:
+                pass
         if self._current is ex:
             self._current = None
         if not keep:

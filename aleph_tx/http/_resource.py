@@ -63,6 +63,7 @@ class StreamingRequest(server.Request):
     aleph_early = False
     aleph_complete = False
     aleph_on_complete: list[Callable[[], object]] | None = None
+    aleph_on_too_large: Callable[[], object] | None = None
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
         """Headers are in: open the body stream and start processing now."""
@@ -98,7 +99,10 @@ class StreamingRequest(server.Request):
         self.aleph_received += len(data)
         if self.aleph_max_body is not None and self.aleph_received > self.aleph_max_body:
             self.aleph_too_large = True
-            body.close()
+            on_too_large, self.aleph_on_too_large = self.aleph_on_too_large, None
+            if on_too_large is not None:
+                on_too_large()  # 413 if the response has not started (the handler is cancelled)
+            _discard(body)
             return
         d = body.put(data)
         if not d.called:
@@ -129,11 +133,13 @@ class StreamingRequest(server.Request):
 
     def aleph_when_complete(self, fn: Callable[[], object]) -> None:
         """Call ``fn`` once the request was read to its end (at once if it was)."""
-        if self.aleph_complete or not self.aleph_early:
+        if self.aleph_body is not None and not self.aleph_complete:
+            _discard(self.aleph_body)  # the rest of the body is read and dropped
+        # HTTP/2 may end the response before the request (RFC 9113 §8.1); HTTP/1.1
+        # through twisted.web must read the request to its end first
+        if self.aleph_complete or not self.aleph_early or type(self.channel).__name__ == "H2Stream":
             fn()
             return
-        if self.aleph_body is not None:
-            self.aleph_body.close()  # the rest of the body is discarded
         if self.aleph_on_complete is None:
             self.aleph_on_complete = []
         self.aleph_on_complete.append(fn)
@@ -143,6 +149,17 @@ class StreamingRequest(server.Request):
         if self.aleph_body is not None:
             self.aleph_body.close()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+def _discard(body: Stream) -> None:
+    """Close ``body`` and take what it holds, so that waiting puts fire (and reading resumes)."""
+    body.close()
+    end = object()
+    while not body.drained:
+        d = body.take(end)
+        if not d.called:  # cannot happen on a closed stream; be safe
+            return
+        d.addErrback(lambda _: None)
 
 
 def _finish(request: server.Request) -> None:
@@ -265,6 +282,20 @@ class AlephResource(resource.Resource):
                 pending.cancel()
 
         request.notifyFinish().addErrback(gone)
+
+        def too_large() -> None:
+            # the body grew past max_request_body_size while the handler ran
+            if request.startedWriting or state["gone"]:
+                return
+            state["gone"] = True  # the handler's answer is dropped
+            pending = state["pending"]
+            if pending is not None:
+                state["pending"] = None
+                pending.cancel()
+            self._finish_simple(request, 413)
+
+        if isinstance(request, StreamingRequest):
+            request.aleph_on_too_large = too_large
         try:
             result = self.handler(req)
         except Exception:
@@ -414,10 +445,17 @@ def to_resource(handler: Callable[[dict[str, Any]], Any], **options: Any) -> res
     return AlephResource(handler, make_options(options))
 
 
-def make_site(root: resource.IResource, max_request_body_size: int | None = None) -> server.Site:
-    """A ``Site`` that streams request bodies into :func:`to_resource` handlers, access log off."""
+def make_site(
+    root: resource.IResource, max_request_body_size: int | None = None, idle_timeout: float | None = None
+) -> server.Site:
+    """A ``Site`` that streams request bodies into :func:`to_resource` handlers, access log off.
+
+    :param idle_timeout: twisted.web's connection timeout (``None``: twisted.web's default).
+    """
     site = server.Site(root, requestFactory=StreamingRequest)
     site.aleph_max_body = max_request_body_size  # type: ignore[attr-defined]
+    if idle_timeout is not None:
+        site.timeOut = idle_timeout
     site.log = lambda request: None  # type: ignore[method-assign]
     return site
 

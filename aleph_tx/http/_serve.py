@@ -49,7 +49,7 @@ class EagerServer(tcp.Server):
     also the send-buffer size past which a streaming producer is paused.
     """
 
-    bufferSize = 262144
+    bufferSize = 262144  # noqa: N815 - Twisted's name
 
     def write(self, data: bytes) -> None:
         """Send now if the socket takes it all; queue the rest the Twisted way."""
@@ -156,7 +156,7 @@ def start_server(
             )
         from aleph_tx.http._resource import ALPNFactory, make_site, to_resource
 
-        site = make_site(to_resource(handler, **options), opts.max_request_body_size)
+        site = make_site(to_resource(handler, **options), opts.max_request_body_size, opts.idle_timeout)
         top = ALPNFactory(factory, site)
     ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
     for p in ports:

@@ -60,6 +60,8 @@ _log = Logger()
 #: close codes recorded in ``description()`` (RFC 6455 §7.4.1)
 NO_STATUS = 1005
 ABNORMAL = 1006
+#: bytes of frames held back during one read before they are written anyway
+CORK_LIMIT = 65536
 
 
 class CloseState(enum.Enum):
@@ -126,6 +128,7 @@ class _StreamGlue:
         self._handshake_error: str | None = None
         self._max_out = opts.max_message_size or 0
         self._seen = False
+        self._peer_closed = False
         self._hb_call: IDelayedCall | None = None
         self._hb_waiting = False
         self._peer: Any = None
@@ -162,18 +165,71 @@ class _StreamGlue:
     # frame sent, even with debug logging off: ~30 µs each. The hot paths below
     # do what autobahn's do without it.
 
+    #
+    # Frames sent while a read is being processed (an echo answering each message
+    # of the read) are corked and written once at its end: one write per read
+    # instead of one per frame (each write may be a send(2) on an eager transport).
+    # At most CORK_LIMIT bytes are held back.
+
+    _cork: list[bytes] | None = None
+    _corked = 0
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        """Bytes from the transport: to autobahn's frame parser."""
-        self._dataReceived(data)  # type: ignore[attr-defined]
+        """Bytes from the transport: to autobahn's frame parser; then write what it answered."""
+        if self._cork is not None:  # re-entered: the outer call flushes
+            self._dataReceived(data)  # type: ignore[attr-defined]
+            return
+        self._cork = []
+        try:
+            self._dataReceived(data)  # type: ignore[attr-defined]
+        finally:
+            self._uncork()
+
+    def _uncork(self) -> None:
+        corked, self._cork = self._cork, None
+        self._corked = 0
+        if corked:
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
-        """Write ``data`` now (autobahn's own path for ``sync``/``chopsize``/queued writes)."""
+        """Write ``data`` (corked during a read; autobahn's own path for ``sync``/``chopsize``)."""
         if sync or chopsize or self.send_queue or self.logOctets:  # type: ignore[attr-defined]
+            self._uncork_keep()
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
-        self.transport.write(data)
+        cork = self._cork
+        if cork is not None:
+            cork.append(data)
+            self._corked += len(data)
+            if self._corked >= CORK_LIMIT:
+                # user code may run (and put) inside a read: past the limit, write,
+                # so the transport sees the bytes and can pause the producer
+                self._uncork_keep()
+        else:
+            self.transport.write(data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)  # type: ignore[attr-defined]
+
+    def _uncork_keep(self) -> None:
+        """Write what is corked now, staying corked (order with autobahn's own queue)."""
+        if self._cork:
+            corked, self._cork = self._cork, []
+            self._corked = 0
+            self.transport.write(b"".join(corked))
+
+    def _closeConnection(self, abort: bool = False) -> None:  # noqa: N802 - autobahn's name
+        """Write what is corked (a close frame) before closing the transport."""
+        self._uncork_keep()
+        super()._closeConnection(abort)  # type: ignore[misc]
+
+    def onMessageEnd(self) -> None:  # noqa: N802 - autobahn's name
+        """A message is complete: ``onMessage`` (without autobahn's per-message
+        observer future: nothing here listens to its ``"message"`` event)."""
+        if not self.failedByMe:  # type: ignore[attr-defined]
+            parts: list[bytes] = self.message_data  # type: ignore[has-type]
+            single = len(parts) == 1 and type(parts[0]) is bytes
+            self.onMessage(parts[0] if single else b"".join(parts), self.message_is_binary)  # type: ignore[attr-defined]
+        self.message_data = None
 
     # -- autobahn callbacks ------------------------------------------------------
 
@@ -201,6 +257,8 @@ class _StreamGlue:
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
         """One whole message: put it into the stream (text decoded; autobahn checked UTF-8)."""
         self._seen = True
+        if self._peer_closed:
+            return  # RFC 6455 §5.5.1: nothing may follow the peer's close frame
         self.receiver.write(payload if isBinary else payload.decode("utf-8"))
 
     def onPong(self, payload: bytes) -> None:  # noqa: N802
@@ -221,6 +279,7 @@ class _StreamGlue:
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:  # noqa: N802, N803
         """The peer's close frame: record it if the peer closed first; stop sending."""
         first = self.state == self.STATE_OPEN
+        self._peer_closed = True
         stop = super().onCloseFrame(code, reasonRaw)  # type: ignore[misc]
         if first and self.close_code is None:
             self.close_code = NO_STATUS if code is None else code

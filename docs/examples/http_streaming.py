@@ -1,6 +1,6 @@
 """Streaming both ways: a Stream response body, server-sent events, limits.
 
-Runs without sockets: ``request`` (from ``aleph_tx.http``'s testing helper) drives
+Runs without sockets: ``aleph_tx.testing.request`` drives
 the real HTTP/1.1 protocol over an in-memory transport.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet import task
 from aleph_tx import deferred as dd
 from aleph_tx import http
 from aleph_tx import stream as s
-from aleph_tx.http._testing import request
+from aleph_tx.testing import request
 
 
 def events(req: dict[str, Any]) -> dict[str, Any]:

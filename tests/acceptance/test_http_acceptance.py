@@ -159,6 +159,11 @@ def test_demo_events_sse(demo: Twist) -> None:
     assert b"event: tick\ndata: " in r.stdout
 
 
+def test_demo_ws_without_upgrade_is_400(demo: Twist) -> None:
+    r = curl("-i", demo.url + "/ws")
+    assert r.stdout.startswith(b"HTTP/1.1 400 ")
+
+
 def test_demo_health_requests(demo: Twist) -> None:
     import requests
 
@@ -329,6 +334,9 @@ def test_sigterm_finishes_in_flight_request() -> None:
         (["--executor", "process"], "process"),
         (["--listen", "bogus:1"], "bogus"),
         (["--http-versions", "h3"], "h3"),
+        (["--http-versions", "http/1.1,h2"], "h2"),
+        (["--access-log", "/nonexistent/dir/x.log"], "x.log"),
+        (["--workers", "zz"], "zz"),
     ],
 )
 def test_bad_options_exit_64(args: list[str], named: str) -> None:
