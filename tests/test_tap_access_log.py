@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -172,3 +173,48 @@ def test_dash_goes_to_the_twisted_log() -> None:
         globalLogPublisher.removeObserver(events.append)
     mine = [e for e in events if e.get("log_namespace") == "aleph_tx.access"]
     assert [e["line"] for e in mine] == ["a line"]
+
+
+# --- wired into twist aleph-http ------------------------------------------------------
+
+
+def test_aleph_http_refuses_an_access_log_it_cannot_append_to(tmp_path: Path) -> None:
+    from twisted.python import usage
+
+    from aleph_tx._tap import http as tap
+
+    bad = str(tmp_path / "no" / "such" / "dir" / "access.log")
+    with pytest.raises(usage.UsageError, match="--access-log"):
+        tap.Options().parseOptions(["--access-log", bad])
+
+
+@pytest_twisted.inlineCallbacks
+def test_aleph_http_service_writes_one_line_per_request(tmp_path: Path) -> Any:
+    from aleph_tx import http
+    from aleph_tx._tap import http as tap
+
+    log = tmp_path / "access.log"
+    options = tap.Options()
+    options.parseOptions(
+        [
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--access-log",
+            str(log),
+            "--handler",
+            "tests.acceptance.workers_app:http_pid",
+        ]
+    )
+    service = tap.makeService(options)
+    service.startService()
+    try:
+        url = f"http://127.0.0.1:{service.server.port}"  # type: ignore[attr-defined]
+        resp = yield http.get(url + "/x?y=1", headers={"user-agent": "probe/1"}, as_="text")
+        size = len(resp["body"].encode())
+        yield http.get(url + "/again")
+    finally:
+        yield service.stopService()
+    first, second = log.read_text().splitlines()
+    assert first.startswith("127.0.0.1 - - [")
+    assert first.endswith(f'"GET /x?y=1 HTTP/1.1" 200 {size} "-" "probe/1"')
+    assert '"GET /again HTTP/1.1" 200 ' in second

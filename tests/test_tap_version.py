@@ -33,7 +33,9 @@ def test_each_subcommand_prints_it_and_exits_0(tap: str, capsys: pytest.CaptureF
 
 
 def test_through_twist() -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "twisted", "aleph-tcp", "--version"],
         cwd=ROOT,

@@ -479,3 +479,84 @@ async def test_server_close_sends_1001(servers: list[Any]) -> None:
     await srv.close()
     assert await bounded(conn.take()) is None
     assert conn.description()["close_code"] == 1001
+
+
+def test_valid_upgrade_without_a_connection_to_hand_over() -> None:
+    # e.g. through to_resource (twisted.web) or testing.request: not implemented
+    req = {
+        "request_method": "get",
+        "protocol": "HTTP/1.1",
+        "headers": {
+            "host": "x",
+            "upgrade": "websocket",
+            "connection": "Upgrade",
+            "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "sec-websocket-version": "13",
+        },
+    }
+    d = websocket_connection(req)
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert failure.check(NotImplementedError)
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (frame(3, b"reserved opcode"), 1002),
+        (frame(1, b"\xff\xfe not utf-8"), 1007),
+        (frame(9, b"p" * 126), 1002),  # a control frame over 125 bytes
+        (frame(8, (999).to_bytes(2, "big")), 1002),  # a close code no one may send
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_protocol_errors_close_with_their_code(servers: list[Any], bad: bytes, code: int) -> None:
+    srv = serve(servers)
+    raw = RawClient()
+    await raw.connect(srv.server.port)
+    raw.write(bad)
+    await until(lambda: raw.data[:1] == b"\x88")
+    assert int.from_bytes(raw.data[2:4], "big") == code
+    raw.write(frame(8, code.to_bytes(2, "big")))
+    await bounded(raw.lost)
+    desc = srv.conns[0].description()
+    assert (desc["close_code"], desc["closed_by"]) == (code, "us")
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_over_max_message_size_fails_and_connection_stays(servers: list[Any]) -> None:
+    srv = serve(servers)
+    conn = await bounded(websocket_client(srv.url, max_message_size=100))
+    d = conn.put(b"x" * 101)
+    with pytest.raises(ValueError, match="max_message_size"):
+        await d
+    await conn.put("x" * 100)
+    assert await bounded(conn.take()) == "x" * 100
+    assert not conn.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_headers_and_query_reach_the_handler(servers: list[Any]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def handler(req: dict[str, Any]) -> None:
+        seen.append(req)
+        conn = await websocket_connection(req)
+        s.connect(conn, conn)
+
+    from aleph_tx.http._serve import start_server
+
+    srv = start_server(handler, port=0, host="127.0.0.1")
+    servers.append(srv)
+    conn = await bounded(
+        websocket_client(
+            f"ws://127.0.0.1:{srv.port}/room/7?user=ann",
+            headers={"x-token": "secret", "origin": "http://example.com"},
+        )
+    )
+    await conn.put("hi")
+    assert await bounded(conn.take()) == "hi"
+    req = seen[0]
+    assert (req["uri"], req["query_string"]) == ("/room/7", "user=ann")
+    assert req["headers"]["x-token"] == "secret" and req["headers"]["origin"] == "http://example.com"
+    conn.close()

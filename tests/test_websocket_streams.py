@@ -220,3 +220,20 @@ async def test_1000_concurrent_connections_echo(servers: list[Any]) -> None:
     assert {c.description()["close_code"] for c in srv.conns} == {1000}
     elapsed = time.monotonic() - start
     assert elapsed < 45, elapsed
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_frames_with_nobody_taking_keep_reading_paused(servers: list[Any]) -> None:
+    """Frames sent with the handshake are parsed during the hand-off: the socket
+    must stay paused afterwards (the HTTP protocol resumes it after the hand-off)."""
+    srv = serve(servers, lambda conn: None)
+    raw = RawClient()
+    await raw.connect(srv.server.port, extra=frame(1, b"one") + frame(1, b"two"))
+    await until(lambda: len(srv.conns) == 1)
+    conn = srv.conns[0]
+    assert conn.description()["reading_paused"]
+    assert conn._ws.transport not in reactor.getReaders()  # type: ignore[attr-defined]
+    assert await bounded(conn.take()) == "one"
+    assert await bounded(conn.take()) == "two"
+    await until(lambda: conn._ws.transport in reactor.getReaders())  # type: ignore[attr-defined]
+    assert not conn.description()["reading_paused"]

@@ -348,6 +348,24 @@ def test_supervisor_starts_n_workers_on_one_reserved_port() -> None:
 
 
 @linux_only
+def test_supervisor_shares_every_listen_address() -> None:
+    reactor = _ProcessClock()
+    specs = [ListenSpec(0, "127.0.0.1"), ListenSpec(0, "127.0.0.1", 64)]
+    service = WorkersService("aleph-http", [], specs, 2, reactor=reactor)
+    service.startService()
+    first, second = (sock.getsockname()[1] for sock in service.reserved)
+    assert first != second
+    assert service.command[-2:] == [
+        f"--listen=reuseport:{first}:interface=127.0.0.1",
+        f"--listen=reuseport:{second}:interface=127.0.0.1:backlog=64",
+    ]
+    for process in reactor.running():
+        process.end(_terminated())
+    service.stopService()
+    assert service.reserved == []
+
+
+@linux_only
 def test_supervisor_restarts_a_crashed_worker() -> None:
     reactor = _ProcessClock()
     service = WorkersService("aleph-tcp", [], [ListenSpec(0, "127.0.0.1")], 2, reactor=reactor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import IService
@@ -85,8 +86,9 @@ def makeService(options: Options) -> IService:  # noqa: N802
             host: Any = port.getHost()
             if hasattr(host, "port"):
                 address = f"{host.type.lower()}:{host.host}:{host.port}"
-            else:  # a UNIX socket
-                address = f"unix:{getattr(host, 'name', host)!s}"
+            else:  # a UNIX socket: its path is bytes
+                name = getattr(host, "name", host)
+                address = "unix:" + (os.fsdecode(name) if isinstance(name, bytes) else str(name))
             _log.info("aleph-tcp listening on {address}", address=address)
         return server
 

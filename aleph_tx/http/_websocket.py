@@ -61,7 +61,9 @@ def websocket_connection(req: dict[str, Any], **options: Any) -> Deferred[Stream
     :returns: fires with the connection's duplex stream once the 101 is sent; fails
         with :class:`~aleph_tx.errors.WebSocketHandshakeError` if ``req`` is not a
         valid upgrade (a handler that lets it escape answers 400), with
-        :class:`~aleph_tx.errors.ConnectionLostError` if the client went away.
+        :class:`~aleph_tx.errors.ConnectionLostError` if the client went away, with
+        :class:`NotImplementedError` if the request came through a front that cannot
+        hand its connection over (``to_resource``, HTTP/2, ``testing.request``).
         After the upgrade the handler's return value is ignored.
     :raises TypeError: at once, for an unknown option name.
     :raises ValueError: at once, for a bad option value.
