@@ -133,19 +133,22 @@ def main() -> None:
     kinds = args.servers.split(",")
     results: dict[tuple[str, int], float] = {}
     for conns in (int(c) for c in args.conns.split(",")):
-        for kind in kinds:
-            runs = []
-            for _ in range(args.runs):
+        # servers interleaved run by run: a load that drifts (a shared machine)
+        # weighs on every server alike
+        runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):
+            for kind in kinds:
                 proc, port = start_server(kind, server_core)
                 try:
-                    runs.append(asyncio.run(measure(port, conns, args.duration, args.window)))
+                    runs[kind].append(asyncio.run(measure(port, conns, args.duration, args.window)))
                 finally:
                     proc.kill()
                     proc.wait()
-            results[(kind, conns)] = statistics.median(runs)
+        for kind in kinds:
+            results[(kind, conns)] = statistics.median(runs[kind])
             print(
                 f"{kind:>10} {conns:>3} conns: {results[(kind, conns)]:>9.0f} msg/s (runs: "
-                + ", ".join(f"{r:.0f}" for r in runs)
+                + ", ".join(f"{r:.0f}" for r in runs[kind])
                 + ")",
                 flush=True,
             )

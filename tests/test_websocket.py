@@ -12,6 +12,15 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from ws_helpers import (
+    AsyncioThread,
+    RawClient,
+    WebsocketsEchoServer,
+    WSServer,
+    bounded,
+    frame,
+    until,
+)
 
 from aleph_tx import stream as s
 from aleph_tx import tls
@@ -21,15 +30,6 @@ from aleph_tx.http._websocket import (
     websocket_close,
     websocket_connection,
     websocket_ping,
-)
-from tests.ws_helpers import (
-    AsyncioThread,
-    RawClient,
-    WebsocketsEchoServer,
-    WSServer,
-    bounded,
-    frame,
-    until,
 )
 
 

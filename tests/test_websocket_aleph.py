@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from ws_helpers import bounded
 
 from aleph_tx import stream as s
 from aleph_tx.http._serve import start_server
@@ -21,7 +22,6 @@ from aleph_tx.http._websocket import (
     websocket_connection,
     websocket_ping,
 )
-from tests.ws_helpers import bounded
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
+from ws_helpers import RawClient, WSServer, bounded, frame, until
 
 from aleph_tx.http._websocket import websocket_client, websocket_ping
 from aleph_tx.testing import check_stream
-from tests.ws_helpers import RawClient, WSServer, bounded, frame, until
 
 
 @pytest.fixture
@@ -84,10 +84,11 @@ async def test_flood_against_a_handler_that_never_takes(servers: list[Any]) -> N
     assert pending is not None, f"{sent} bytes accepted with nobody taking"
     assert srv.conns[0].description()["reading_paused"]
     held = srv.conns[0].description()["bytes_received"]
-    # what the server received is all it holds (nobody took): about one socket read,
-    # while the client managed to send megabytes into the kernel's buffers
-    assert held <= 4 * 65536, held
-    assert sent > held
+    # what the server received is all it holds (nobody took): at most one socket
+    # read (256 KiB on the HTTP server's transport), while the client managed to send
+    # much more into the kernel's buffers
+    assert held <= 2 * 262144, (held, sent)
+    assert sent > 2 * held, (held, sent)
     assert not pending.called
     # a taker arrives: every message gets through, in order
     got = 0

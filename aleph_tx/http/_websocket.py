@@ -121,8 +121,6 @@ def websocket_client(
     :raises TypeError: at once, for an unknown option name.
     :raises ValueError: at once, for a bad URL or option value.
     """
-    if "subprotocols" in options:
-        raise TypeError("pass subprotocols as the subprotocols argument")
     if headers is not None and not isinstance(headers, dict):
         raise TypeError(f"headers must be a dict, not {headers!r}")
     opts = ws_options({**options, "subprotocols": subprotocols})

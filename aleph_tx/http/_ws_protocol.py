@@ -21,6 +21,7 @@ Close handshake states (:class:`CloseState`, RFC 6455 §7):
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,8 @@ NO_STATUS = 1005
 ABNORMAL = 1006
 #: bytes of frames held back during one read before they are written anyway
 CORK_LIMIT = 65536
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
 
 
 class CloseState(enum.Enum):
@@ -133,6 +136,8 @@ class _StreamGlue:
         self._hb_waiting = False
         self._peer: Any = None
         self._tls = False
+        self._plain_frames = False
+        self._frame_limit = 0
         # autobahn options, per connection (autobahn copies factory defaults only
         # for the attributes an instance lacks)
         frame = opts.max_frame_payload or 0
@@ -252,6 +257,9 @@ class _StreamGlue:
         self._tls = _is_tls(transport)
         if self.opts.heartbeats is not None:
             self._arm_heartbeat(self.opts.heartbeats.send_after_idle)
+        # frames we may build ourselves: a server's (unmasked), uncompressed
+        self._plain_frames = self.side == "server" and self._perMessageCompress is None
+        self._frame_limit = self.opts.max_frame_payload or 2**63
         self.opened.callback(st)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
@@ -345,8 +353,23 @@ class _StreamGlue:
 
     def _write(self, msg: tuple[bytes, bool]) -> None:
         self._seen = True
+        payload = msg[0]
+        n = len(payload)
+        if self._plain_frames and n <= self._frame_limit and self.state == self.STATE_OPEN:
+            # the common case built here (RFC 6455 §5.2: FIN, no RSV, unmasked from
+            # a server): autobahn's sendMessage/sendFrame cost more than the rest of
+            # the path together
+            op = 0x82 if msg[1] else 0x81
+            if n < 126:
+                head = bytes((op, n))
+            elif n < 65536:
+                head = _HEAD16.pack(op, 126, n)
+            else:
+                head = _HEAD64.pack(op, 127, n)
+            self.sendData(head + payload)
+            return
         try:
-            self.sendMessage(msg[0], msg[1])  # type: ignore[attr-defined]
+            self.sendMessage(payload, msg[1])  # type: ignore[attr-defined]
         except Disconnected:  # closing: the message is lost, as a write after a TCP reset
             pass
 
