@@ -30,7 +30,7 @@ Shared by every server kind. The interface, for the protocols that use it:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -311,8 +311,30 @@ class _ContextFactory:
         return self._context
 
 
+def _alpn_selector(static: tuple[bytes, ...]) -> Callable[[Any, list[bytes]], Any]:
+    """An ALPN select callback: the first protocol we speak that the client offered.
+
+    Replaces Twisted's, which answers ``b""`` (a fatal alert) when nothing overlaps,
+    so a plain TLS server refused every client that offers ALPN (curl, browsers).
+    With no overlap the handshake now completes without a protocol (RFC 7301 §3.2
+    allows either; a server that speaks no ALPN protocol must not fail).
+    """
+    from OpenSSL import SSL
+    from twisted.internet._sslverify import protosFromProtocol
+
+    def select(conn: Any, offered: list[bytes]) -> Any:
+        for name in protosFromProtocol(conn.get_app_data(), static):
+            if name in offered:
+                return name
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return select
+
+
 def _context_factory(ssl_context: Any) -> Any:
     if hasattr(ssl_context, "getContext"):
+        static = tuple(getattr(ssl_context, "_acceptableProtocols", None) or ())
+        ssl_context.getContext().set_alpn_select_callback(_alpn_selector(static))
         return ssl_context
     from OpenSSL import SSL
 

@@ -31,11 +31,12 @@ from typing import Any
 
 import httptools
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from aleph_tx.errors import WebSocketHandshakeError
 from aleph_tx.http._body import ChunkSource, Gzipper, accepts_gzip, coerce_body
@@ -187,8 +188,13 @@ def _error_exchange(status: int) -> _Exchange:
     return ex
 
 
+@implementer(IProtocolNegotiationFactory)
 class HTTPFactory(ServerFactory):
     """Builds one :class:`HTTP11Protocol` per connection, sharing the configuration.
+
+    Under TLS it advertises ``http/1.1`` by ALPN: Twisted installs an ALPN callback
+    on every server context, and with nothing to offer a client that offers ALPN
+    (curl, browsers) gets a fatal "internal error" alert instead of a handshake.
 
     :param handler: the Ring handler.
     :param options: validated options.
@@ -215,6 +221,10 @@ class HTTPFactory(ServerFactory):
     def buildProtocol(self, addr: Any) -> HTTP11Protocol:  # noqa: N802 - Twisted's name
         """A new protocol for one connection."""
         return HTTP11Protocol(self)
+
+    def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted's name
+        """The ALPN names this factory speaks."""
+        return [b"http/1.1"]
 
 
 class HTTP11Protocol(Protocol):
