@@ -103,7 +103,8 @@ class Server:
         if shutdown_timeout is None or shutdown_timeout < 0:
             raise ValueError(f"shutdown_timeout must be a number >= 0, not {shutdown_timeout!r}")
         self._ports = list(ports)
-        self._port_number = int(self._ports[0].getHost().port)  # type: ignore[attr-defined]
+        # a UNIX socket has no port number: 0
+        self._port_number = int(getattr(self._ports[0].getHost(), "port", 0))
         self.shutdown_timeout = shutdown_timeout
         self._clock = clock
         self._connections: dict[int, Connection] = {}

@@ -96,3 +96,14 @@ def test_sse_client_gone_closes_source() -> None:
 def test_sse_bad_heartbeat() -> None:
     with pytest.raises(ValueError, match="heartbeat"):
         sse([], heartbeat=0)
+
+
+def test_client_gone_closes_source_and_stops_heartbeats() -> None:
+    """The server closes the body when the client goes away: the source and the timer stop."""
+    clock = Clock()
+    source = s.stream()
+    resp = sse(source, heartbeat=1.0, clock=clock)
+    assert clock.getDelayedCalls()
+    resp["body"].close()
+    assert source.closed
+    assert not clock.getDelayedCalls()

@@ -7,6 +7,7 @@ a test) started with ``--listen tcp:0`` can learn the bound port.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import IService
@@ -142,7 +143,8 @@ def _address(port: Any) -> str:
     kind = "ssl" if "TLS" in type(port.factory).__name__ else getattr(host, "type", "tcp").lower()
     if hasattr(host, "port"):
         return f"{kind}:{host.host}:{host.port}"
-    return f"{kind}:{getattr(host, 'name', host)}"
+    name = getattr(host, "name", host)
+    return "unix:" + (os.fsdecode(name) if isinstance(name, bytes) else str(name))
 
 
 def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name

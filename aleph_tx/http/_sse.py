@@ -93,7 +93,7 @@ def sse(
     body: s.Stream = events
     if heartbeat is not None:
         body = s.stream()
-        s.connect(events, body)
+        s.connect(events, body, upstream=True)  # a client gone closes the source too
         beats = s.periodically(heartbeat, lambda: b": heartbeat\n\n", initial_delay=heartbeat, clock=clock)
         s.connect(beats, body, downstream=False, upstream=True)
         body.on_closed(beats.close)
