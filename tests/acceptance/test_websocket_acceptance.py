@@ -5,70 +5,19 @@ handler module (``ws_app.py``)."""
 from __future__ import annotations
 
 import os
-import pathlib
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
+from _twist import Twist
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-HERE = pathlib.Path(__file__).resolve().parent
 
-
-class Twist:
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE)])
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "twisted",
-                "--log-format",
-                "text",
-                "aleph-http",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(ROOT),
-        )
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 20
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                raise AssertionError("twist exited: " + "".join(self.lines))
-            self.lines.append(line)
-            m = re.search(r"aleph-http listening on tcp:127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                return
-        raise AssertionError("no listening line: " + "".join(self.lines))
-
-    def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+def ws_url(t: Twist, path: str) -> str:
+    return f"ws://127.0.0.1:{t.port}{path}"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +35,7 @@ def app() -> Iterator[Twist]:
 
 
 def test_demo_ws_echo(demo: Twist) -> None:
-    with connect(demo.url("/ws"), open_timeout=10, close_timeout=5) as ws:
+    with connect(ws_url(demo, "/ws"), open_timeout=10, close_timeout=5) as ws:
         for msg in ("hello", b"\x00\xffbinary", "é" * 1000):
             ws.send(msg)
             assert ws.recv(timeout=10) == msg
@@ -95,7 +44,7 @@ def test_demo_ws_echo(demo: Twist) -> None:
 
 def test_subprotocol_compression_and_many_messages(app: Twist) -> None:
     with connect(
-        app.url("/echo"), subprotocols=["x", "echo.v1"], compression="deflate", open_timeout=10
+        ws_url(app, "/echo"), subprotocols=["x", "echo.v1"], compression="deflate", open_timeout=10
     ) as ws:
         assert ws.subprotocol == "echo.v1"
         assert [type(e).__name__ for e in ws.protocol.extensions] == ["PerMessageDeflate"]
@@ -106,19 +55,19 @@ def test_subprotocol_compression_and_many_messages(app: Twist) -> None:
 
 
 def test_derived_stream_handler(app: Twist) -> None:
-    with connect(app.url("/upper"), open_timeout=10) as ws:
+    with connect(ws_url(app, "/upper"), open_timeout=10) as ws:
         ws.send("shout")
         assert ws.recv(timeout=10) == "SHOUT"
 
 
 def test_close_code_and_reason_from_the_handler(app: Twist) -> None:
-    with connect(app.url("/close"), open_timeout=10) as ws, pytest.raises(ConnectionClosed):
+    with connect(ws_url(app, "/close"), open_timeout=10) as ws, pytest.raises(ConnectionClosed):
         ws.recv(timeout=10)
     assert (ws.close_code, ws.close_reason) == (4321, "closed by the handler")
 
 
 def test_client_close_code(app: Twist) -> None:
-    with connect(app.url("/echo"), open_timeout=10) as ws:
+    with connect(ws_url(app, "/echo"), open_timeout=10) as ws:
         ws.send("x")
         ws.recv(timeout=10)
         ws.close(4000, "bye from the client")
@@ -127,12 +76,12 @@ def test_client_close_code(app: Twist) -> None:
 
 def test_refused_upgrade_is_400(app: Twist) -> None:
     with pytest.raises(InvalidStatus) as info:
-        connect(app.url("/refuse"), open_timeout=10)
+        connect(ws_url(app, "/refuse"), open_timeout=10)
     assert info.value.response.status_code == 400
 
 
 def test_oversize_message_is_1009(app: Twist) -> None:
-    with connect(app.url("/upper"), open_timeout=10, max_size=None) as ws:
+    with connect(ws_url(app, "/upper"), open_timeout=10, max_size=None) as ws:
         ws.send(os.urandom(70000))  # one frame over max_frame_payload (65536)
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
