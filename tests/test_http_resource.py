@@ -14,8 +14,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web import resource, server
 
 from aleph_tx import stream as s
-from aleph_tx.http import start_server, to_resource
-from aleph_tx.http._resource import make_site
+from aleph_tx.http import make_site, start_server, to_resource
 
 
 class Raw(Protocol):

@@ -14,7 +14,7 @@ from aleph_tx.errors import (
 )
 from aleph_tx.http._client import delete, get, head, options, patch, post, put, request
 from aleph_tx.http._pool import ConnectionPool, connection_pool
-from aleph_tx.http._resource import to_resource
+from aleph_tx.http._resource import make_site, to_resource
 from aleph_tx.http._serve import start_server
 from aleph_tx.http._sse import sse
 from aleph_tx.http._websocket import websocket_client, websocket_close, websocket_connection, websocket_ping
@@ -35,6 +35,7 @@ __all__ = [
     "delete",
     "get",
     "head",
+    "make_site",
     "options",
     "patch",
     "post",

@@ -7,6 +7,12 @@ whose ``requestFactory`` is :class:`StreamingRequest` (what :func:`make_site` an
 the HTTP/2 front use) streams it instead, with backpressure: while a put into the
 body stream waits, the connection (HTTP/1.1) or the HTTP/2 stream is paused.
 
+WebSocket upgrades on HTTP/1.1 (TWISTED-NOTES §2, as autobahn's
+``WebSocketResource.render``): the request dict of an ``Upgrade`` request carries
+a :class:`WebUpgradeHandle`; handing off detaches the transport from twisted.web's
+``HTTPChannel`` and gives it, with every byte the channel buffered, to the new
+protocol. Over HTTP/2 (RFC 8441) it raises :class:`NotImplementedError`.
+
 Limits of this front (twisted.web's, documented in the guide): ``Expect:
 100-continue`` is answered by twisted.web itself (``continue_handler`` applies
 only to the HTTP/1.1 front); on HTTP/2 one paused stream can stall the others of
@@ -29,6 +35,7 @@ from zope.interface import implementer
 
 from aleph_tx.errors import WebSocketHandshakeError
 from aleph_tx.http._body import ChunkSource, coerce_body
+from aleph_tx.http._h1 import UpgradeRequest
 from aleph_tx.http._limits import ServerOptions, make_options
 from aleph_tx.http._ring import build_request, encode_headers, headers_dict, response_parts
 from aleph_tx.http._writer import BodyWriter
@@ -183,6 +190,58 @@ def _resume(target: Any) -> None:
         pass
 
 
+class WebUpgradeHandle:
+    """``req.upgrade`` of an ``Upgrade`` request in a twisted.web ``Site`` (see ``_h1.UpgradeHandle``).
+
+    :ivar head: the request head, rebuilt from what twisted.web parsed.
+    """
+
+    __slots__ = ("_request", "_state", "head")
+
+    def __init__(self, request: server.Request, state: dict[str, Any]) -> None:
+        self._request = request
+        self._state = state
+        lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            lines.extend(b"%s: %s\r\n" % (name, value) for value in values)
+        lines.append(b"\r\n")
+        self.head = b"".join(lines)
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport (``None`` once handed off or gone)."""
+        return getattr(self._request.channel, "transport", None)
+
+    def hand_off(self, protocol: Protocol, replay_head: bool = True) -> None:
+        """Take the connection away from twisted.web and give it to ``protocol``.
+
+        :raises NotImplementedError: on HTTP/2.
+        :raises RuntimeError: if the connection is gone or the response started.
+        """
+        request, channel = self._request, self._request.channel
+        if type(channel).__name__ == "H2Stream":
+            raise NotImplementedError("WebSockets over HTTP/2 (RFC 8441) are not implemented")
+        transport = getattr(channel, "transport", None)
+        if transport is None or self._state["gone"] or request.startedWriting or request.finished:
+            raise RuntimeError("cannot hand off the connection: it is gone or the response started")
+        self._state["gone"] = True  # the handler's return value is ignored from now on
+        buffered = getattr(channel, "_dataBuffer", None) or []  # private: bytes read after the head
+        tail = b"".join(buffered)
+        del buffered[:]
+        body = request.content.read() if request.content is not None else b""
+        channel.transport = None  # late writes by twisted.web go nowhere
+        transport.unregisterProducer()  # the channel was the transport's producer
+        if hasattr(transport, "wrappedProtocol"):
+            transport.wrappedProtocol = protocol  # under TLS: a ProtocolWrapper
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        data = (self.head if replay_head else b"") + body + tail
+        if data:
+            protocol.dataReceived(data)
+        transport.resumeProducing()  # twisted.web pauses while it buffers pipelined bytes
+
+
 class _Exchange:
     __slots__ = ("req", "request")
 
@@ -266,8 +325,11 @@ class AlephResource(resource.Resource):
             protocol="HTTP/2" if protocol.upper().startswith("HTTP/2") else protocol,
             keep_alive=keep_alive,
         )
-        ex = _Exchange(req, request)
         state: dict[str, Any] = {"pending": None, "writer": None, "gone": False, "in_error": False}
+        if "upgrade" in req["headers"] and "upgrade" in req["headers"].get("connection", "").lower():
+            req = UpgradeRequest(req)
+            req.upgrade = WebUpgradeHandle(request, state)  # type: ignore[assignment]
+        ex = _Exchange(req, request)
 
         def gone(_: object) -> None:
             state["gone"] = True
@@ -315,6 +377,8 @@ class AlephResource(resource.Resource):
         return text
 
     def _result(self, ex: _Exchange, state: dict[str, Any], result: Any) -> None:
+        if state["gone"]:
+            return  # the client went away, or the connection was handed off
         if isinstance(result, Deferred) or inspect.iscoroutine(result):
             d = result if isinstance(result, Deferred) else Deferred.fromCoroutine(result)
             state["pending"] = d
@@ -398,7 +462,13 @@ class AlephResource(resource.Resource):
 
     def _failed(self, ex: _Exchange, state: dict[str, Any], failure: Failure) -> None:
         request = ex.request
-        if state["gone"]:
+        if state["gone"]:  # the client went away, or the connection was handed off
+            if not failure.check(CancelledError):
+                _log.failure(
+                    "handler failed on {uri} after its connection was gone or handed off",
+                    failure,
+                    uri=ex.req["uri"],
+                )
             return
         if failure.check(WebSocketHandshakeError) and not state["in_error"]:
             self._finish_simple(request, 400)

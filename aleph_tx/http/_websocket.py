@@ -9,7 +9,8 @@ The frames are autobahn's (its Twisted ``WebSocketServerProtocol`` and
 ways; :mod:`._ws_options` validates options and the opening handshake.
 
 Server hand-off (TWISTED-NOTES §2): the HTTP/1.1 protocol gives an ``Upgrade``
-request a dict with an ``upgrade`` attribute (``_h1.UpgradeHandle``);
+request a dict with an ``upgrade`` attribute (``_h1.UpgradeHandle``; under
+``to_resource``, ``_resource.WebUpgradeHandle``);
 :func:`websocket_connection` checks the handshake, then calls
 ``req.upgrade.hand_off(protocol)``, which swaps the protocol in, replays the
 request head and every byte read after it, and resumes reading.
@@ -63,7 +64,7 @@ def websocket_connection(req: dict[str, Any], **options: Any) -> Deferred[Stream
         valid upgrade (a handler that lets it escape answers 400), with
         :class:`~aleph_tx.errors.ConnectionLostError` if the client went away, with
         :class:`NotImplementedError` if the request came through a front that cannot
-        hand its connection over (``to_resource``, HTTP/2, ``testing.request``).
+        hand its connection over (HTTP/2, ``testing.request``).
         After the upgrade the handler's return value is ignored.
     :raises TypeError: at once, for an unknown option name.
     :raises ValueError: at once, for a bad option value.
@@ -77,14 +78,16 @@ def websocket_connection(req: dict[str, Any], **options: Any) -> Deferred[Stream
     if handle is None:
         return fail(
             NotImplementedError(
-                "this request's connection cannot be handed over: WebSocket upgrades work on "
-                "aleph_tx's HTTP/1.1 server (http.start_server), not through to_resource or testing.request"
+                "this request's connection cannot be handed over: WebSocket upgrades work on HTTP/1.1 "
+                "(http.start_server or to_resource), not on HTTP/2 or through testing.request"
             )
         )
     proto = ServerProtocol(opts)
     proto.factory = server_factory()
     try:
         handle.hand_off(proto)
+    except NotImplementedError as e:
+        return fail(e)
     except RuntimeError as e:
         return fail(ConnectionLostError(f"cannot upgrade: {e}", e))
     # hand_off resumes reading once the replayed bytes are in; messages already
