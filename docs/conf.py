@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,8 +43,22 @@ autodoc_typehints_format = "short"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_preserve_defaults = True
 
-exclude_patterns = ["_build", "examples/README.rst"]
+exclude_patterns = ["_build", "_generated", "examples/README.rst"]
 templates_path: list[str] = []
 html_theme = "alabaster"
 html_static_path: list[str] = []
 html_title = f"aleph_tx {release}"
+
+
+def _draw_benchmarks(app: Any) -> None:
+    """Draw bench/results.json into ``_generated/bench`` (benchmarks.rst shows it)."""
+    spec = importlib.util.spec_from_file_location("aleph_tx_bench_plot", ROOT / "bench" / "plot.py")
+    assert spec is not None and spec.loader is not None
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    plot.main(Path(app.srcdir) / "_generated" / "bench", image_prefix="/_generated/bench/")
+
+
+def setup(app: Any) -> None:
+    """Sphinx extension hook: the benchmark charts are drawn before reading sources."""
+    app.connect("builder-inited", _draw_benchmarks)
