@@ -94,3 +94,62 @@ def test_tool_configs_parse() -> None:
         assert issue.isdigit(), fragment.name
         assert kind in types, fragment.name
         assert ext == "rst", fragment.name
+
+
+@pytest.mark.timeout(600)
+def test_build_sdist_and_wheel_that_install_in_a_fresh_venv(tmp_path: Path) -> None:
+    """``python -m build`` (the wheel is built from the sdist), then the wheel in a new venv.
+
+    The new virtualenv has none of the test environment: pip resolves the
+    dependencies, and ``twist --help`` run outside the source tree must list the
+    plugins the wheel installed.
+    """
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (sdist,) = dist.glob("aleph_tx-*.tar.gz")
+    (wheel,) = dist.glob("aleph_tx-*.whl")
+    assert sdist.name == f"aleph_tx-{aleph_tx.__version__}.tar.gz"
+    with tarfile.open(sdist) as tar:
+        in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"setup.cfg", "pyproject.toml", "README.rst", "LICENSE", "aleph_tx/py.typed"} <= in_sdist
+    assert "twisted/plugins/aleph_tx_plugins.py" in in_sdist
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "aleph_tx/py.typed",
+        "aleph_tx/http/__init__.py",
+        "twisted/plugins/aleph_tx_plugins.py",
+    } <= in_wheel
+    assert not {"twisted/__init__.py", "twisted/plugins/__init__.py"} & in_wheel  # never shadow Twisted
+    assert not {n for n in in_wheel if n.startswith(("tests/", "bench/", "docs/"))}
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=480,
+        env=env,
+    )
+    twist = [str(venv / "bin" / "twist")]
+    out = subprocess.run(
+        [*twist, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    for plugin in ("aleph-http", "aleph-tcp", "aleph-udp"):
+        assert plugin in out.stdout
+    version = subprocess.run(
+        [*twist, "aleph-http", "--version"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert aleph_tx.__version__ in version.stdout + version.stderr
