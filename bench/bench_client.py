@@ -6,7 +6,7 @@ connections). The server is a tiny asyncio keep-alive responder in its own
 process (pinned to CPU 0 with ``taskset`` when available, clients on CPU 1), so
 the clients are what is measured.
 
-Usage: ``python bench/bench_client.py [--seconds 3] [--clients aleph_tx,treq,aiohttp,httpx]``
+Usage: ``python bench/bench_client.py [--seconds 3] [--clients aleph_tx,treq,aiohttp,httpx] [--record]``
 Prints a Markdown table (median of ``--runs`` runs): requests per second, and the
 client process's CPU time per request (steadier than req/s on a loaded machine).
 """
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument("--record", action="store_true", help="store the req/s in bench/results.json")
     args = parser.parse_args()
     proc, port = start_server()
     url = f"http://127.0.0.1:{port}/"
@@ -220,6 +221,24 @@ def main() -> None:
             f"| {m['conc']:.0f} | {rc} | {m['conc_cpu_us']:.0f} |"
         )
     print("\nraw:", json.dumps(results))
+    if args.record:
+        if base is None:
+            print("not recorded: treq (the baseline) was not measured")
+            return
+        from _record import record
+
+        for key, mode, title in (
+            ("client", "seq", "HTTP client: sequential GETs, one keep-alive connection"),
+            ("client_concurrent", "conc", "HTTP client: 50 concurrent GETs, 50 pooled connections"),
+        ):
+            record(
+                key,
+                title=title,
+                unit="req/s",
+                baseline="treq",
+                values={name: round(m[mode]) for name, m in med.items()},
+                command="PYTHONPATH=. python bench/bench_client.py " + " ".join(sys.argv[1:]),
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """HTTP/1.1 hello-world benchmark: aleph_tx against its peers, same run.
 
-usage: python bench/bench_http.py [--duration 10] [--runs 3] [--connections 50] [--only NAME ...]
+usage: python bench/bench_http.py [--duration 10] [--runs 3] [--connections 50] [--only NAME ...] [--record]
 
 Each server runs pinned to core 0 (``taskset -c 0``), ``wrk`` on core 1
 (``wrk -t1 -cN -dDs --latency``), 127.0.0.1 only. Reported: the median req/s of
@@ -310,6 +310,7 @@ def main() -> None:
     parser.add_argument(
         "--throughput", action="store_true", help="also 1 MiB streamed responses and 10 MiB uploads"
     )
+    parser.add_argument("--record", action="store_true", help="store the req/s in bench/results.json")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -344,6 +345,20 @@ def main() -> None:
             r2 = bench_stream(name, code, args)
             if r2 is not None:
                 print(f"| {name} | {r2[0]:.0f} MB/s | {r2[1]:.0f} MB/s |")
+    if args.record:
+        if "uvicorn" not in results:
+            print("not recorded: uvicorn (the baseline) was not measured")
+            return
+        from _record import record
+
+        record(
+            "http",
+            title=f"HTTP/1.1 hello world, wrk -t1 -c{args.connections}",
+            unit="req/s",
+            baseline="uvicorn",
+            values={name: round(rps) for name, (rps, _) in results.items()},
+            command="PYTHONPATH=. python bench/bench_http.py " + " ".join(sys.argv[1:]),
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Messages per second through aleph_tx streams, against DeferredQueue and asyncio.Queue.
 
-    python bench/bench_stream.py [--n 200000] [--repeat 5]
+    python bench/bench_stream.py [--n 200000] [--repeat 5] [--record]
 
 Prints the best of ``--repeat`` runs for each workload and the ratios of aleph_tx to
 the peers measured in the same run. No reactor is involved: every put and take
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -134,6 +135,14 @@ WORKLOADS: dict[str, dict[str, Callable[[int], None]]] = {
     "map x3 + reduce": {"aleph_tx": map_chain_aleph, "Deferred chain": map_chain_deferred},
 }
 
+# ``--record``: workload -> (results.json key, baseline, title)
+RECORD: dict[str, tuple[str, str, str]] = {
+    "put then take": ("stream", "DeferredQueue", "Streams: put then take, one message at a time"),
+    "take then put": ("stream_take_put", "DeferredQueue", "Streams: a waiting take, then put"),
+    "connect (pump)": ("stream_connect", "DeferredQueue", "Streams: from_iterable -> connect -> consume"),
+    "map x3 + reduce": ("stream_map", "Deferred chain", "Streams: map x3 + reduce"),
+}
+
 
 def rate(fn: Callable[[int], None], n: int, repeat: int) -> float:
     best = float("inf")
@@ -163,15 +172,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="store the result in bench/results.json")
     args = parser.parse_args()
     print(f"messages: {args.n}, best of {args.repeat}")
+    measured: dict[str, dict[str, float]] = {}
     for workload, peers in WORKLOADS.items():
-        rates = {name: rate(fn, args.n, args.repeat) for name, fn in peers.items()}
+        rates = measured[workload] = {name: rate(fn, args.n, args.repeat) for name, fn in peers.items()}
         ours = rates["aleph_tx"]
         line = ", ".join(f"{name} {r / 1e3:,.0f}k/s" for name, r in rates.items())
         ratios = ", ".join(f"{ours / r:.2f}x {name}" for name, r in rates.items() if name != "aleph_tx")
         print(f"{workload:18} {line}  ->  aleph_tx = {ratios}")
     print(f"allocation sites in defer.py for one buffered put: {deferreds_per_buffered_put()}")
+    if args.record:
+        from _record import record
+
+        for workload, (key, baseline, title) in RECORD.items():
+            record(
+                key,
+                title=title,
+                unit="msg/s",
+                baseline=baseline,
+                values={name: round(r) for name, r in measured[workload].items()},
+                command="PYTHONPATH=. python bench/bench_stream.py " + " ".join(sys.argv[1:]),
+            )
 
 
 if __name__ == "__main__":

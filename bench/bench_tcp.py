@@ -1,6 +1,6 @@
 """TCP echo throughput: aleph_tx's stream echo against raw Twisted and asyncio, same run.
 
-usage: python bench/bench_tcp.py [--duration 5] [--runs 3] [--window 262144] [--only NAME ...]
+usage: python bench/bench_tcp.py [--duration 5] [--runs 3] [--window 262144] [--only NAME ...] [--record]
 
 Each server runs pinned to core 0 (``taskset -c 0``, when available); the client runs
 in this process pinned to core 1: one thread, non-blocking sockets, 64 KiB writes,
@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256 * 1024)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--only", nargs="+", choices=sorted(SERVERS), default=list(SERVERS))
+    parser.add_argument("--record", action="store_true", help="store the MB/s in bench/results.json")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -211,6 +212,21 @@ def main() -> None:
             ratio = f"{value / base:.2f}" if base else "-"
             cells.append(f"{value:.0f} | {ratio}")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.record:
+        if "twisted_raw" not in args.only:
+            print("not recorded: twisted_raw (the baseline) was not measured")
+            return
+        from _record import record
+
+        for conns in args.connections:
+            record(
+                f"tcp_{conns}",
+                title=f"TCP echo, 64 KiB writes, {conns} connection{'s' if conns > 1 else ''}",
+                unit="MB/s",
+                baseline="twisted_raw",
+                values={name: round(results[name, conns], 1) for name in args.only},
+                command="PYTHONPATH=. python bench/bench_tcp.py " + " ".join(sys.argv[1:]),
+            )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ in batches, at most ``--window`` un-echoed messages per connection, echoes count
 by bytes (each echo frame is exactly 34 bytes), so it costs little per message.
 Reports echoed messages per second, median of ``--runs``, for 1 and 50 connections.
 
-``python bench/bench_ws.py [--duration 5] [--runs 3] [--window 1000] [--servers aleph,autobahn,websockets]``
+``python bench/bench_ws.py [--duration 5] [--runs 3] [--window 1000] [--servers aleph,autobahn,websockets] [--record]``
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--conns", default="1,50")
     parser.add_argument("--servers", default="aleph,autobahn,websockets")
+    parser.add_argument("--record", action="store_true", help="store the msg/s in bench/results.json")
     args = parser.parse_args()
     ncpu = os.cpu_count() or 1
     server_core = "0" if ncpu > 1 else None
@@ -163,6 +164,21 @@ def main() -> None:
         r1 = f"{a / ab:.2f}x" if a and ab else "-"
         r2 = f"{a / wsl:.2f}x" if a and wsl else "-"
         print(f"| {conns} | " + " | ".join(row) + f" | {r1} | {r2} |")
+    if args.record:
+        if "autobahn" not in kinds:
+            print("not recorded: autobahn (the baseline) was not measured")
+            return
+        from _record import record
+
+        for conns in (int(c) for c in args.conns.split(",")):
+            record(
+                f"ws_{conns}",
+                title=f"WebSocket echo, 32-byte text, {conns} connection{'s' if conns > 1 else ''}",
+                unit="msg/s",
+                baseline="autobahn",
+                values={kind: round(results[(kind, conns)]) for kind in kinds},
+                command="PYTHONPATH=. python bench/bench_ws.py " + " ".join(sys.argv[1:]),
+            )
 
 
 if __name__ == "__main__":
