@@ -38,6 +38,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 
 from aleph_tx import stream as _s
+from aleph_tx.errors import ProtocolError
 from aleph_tx.stream import Stream
 from aleph_tx.stream._graph import PENDING as _PENDING
 from aleph_tx.stream._graph import ready as _fired
@@ -397,12 +398,16 @@ class _LineSplitter:
     multibyte character split across chunks is decoded whole.
     """
 
-    __slots__ = ("_decoder", "_encoding", "_partial")
+    __slots__ = ("_decoder", "_encoding", "_max", "_partial", "_partial_len", "error")
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, max_line_length: int | None = None) -> None:
         self._encoding = encoding
         self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._max = max_line_length
         self._partial: list[str] = []  # the current line's pieces, without "\n"
+        self._partial_len = 0
+        #: a line over ``max_line_length`` followed the lines last returned
+        self.error: ProtocolError | None = None
 
     def feed(self, chunk: Any) -> list[str]:
         if isinstance(chunk, str):
@@ -420,6 +425,8 @@ class _LineSplitter:
         if "\n" not in text:
             if text:
                 self._partial.append(text)
+                self._partial_len += len(text)
+                self._check(self._partial_len)
             return []
         parts = text.split("\n")
         if self._partial:
@@ -427,7 +434,22 @@ class _LineSplitter:
             parts[0] = "".join(self._partial)
         tail = parts.pop()
         self._partial = [tail] if tail else []
-        return [line[:-1] if line.endswith("\r") else line for line in parts]
+        self._partial_len = len(tail)
+        lines = [line[:-1] if line.endswith("\r") else line for line in parts]
+        if self._max is not None:
+            for i, line in enumerate(lines):
+                if len(line) > self._max:
+                    self.error = self._too_long()
+                    return lines[:i]  # the lines before it are good: deliver them first
+            self._check(self._partial_len)
+        return lines
+
+    def _check(self, length: int) -> None:
+        if self._max is not None and length > self._max:
+            raise self._too_long()
+
+    def _too_long(self) -> ProtocolError:
+        return ProtocolError(f"a line longer than max_line_length ({self._max} characters)")
 
 
 class _LinePump:
@@ -459,6 +481,9 @@ class _LinePump:
                 if ok is not True:
                     self.source.close()
                     return
+            if self.splitter.error is not None:
+                self._fail(self.splitter.error)
+                return
             if self.ended:
                 dst.close()
                 return
@@ -503,7 +528,7 @@ class _LinePump:
         self.source.close()
 
 
-def to_line_stream(x: Any, encoding: str = "utf-8") -> Stream:
+def to_line_stream(x: Any, encoding: str = "utf-8", max_line_length: int | None = 65536) -> Stream:
     """Any source as a stream of ``str`` lines, without their terminators.
 
     Terminators are ``\\n`` and ``\\r\\n`` (also split across chunks); a lone
@@ -518,10 +543,18 @@ def to_line_stream(x: Any, encoding: str = "utf-8") -> Stream:
 
     :param x: any source.
     :param encoding: the text encoding.
+    :param max_line_length: the longest line accepted, in characters (without its
+        terminator; ``None``: no limit). A longer line (or an unterminated one
+        growing past it) closes both streams with a
+        :class:`~aleph_tx.errors.ProtocolError` in ``description()["error"]``: a
+        peer that never sends a newline cannot grow memory without bound.
     :raises TypeError: at once, for an unsupported type.
     :raises LookupError: at once, for an unknown encoding.
+    :raises ValueError: at once, for a ``max_line_length`` below 1.
     """
-    splitter = _LineSplitter(encoding)
+    if max_line_length is not None and max_line_length < 1:
+        raise ValueError(f"max_line_length must be >= 1 or None, not {max_line_length!r}")
+    splitter = _LineSplitter(encoding, max_line_length)
     x = _adapt(x)
     source = x if _is_stream(x) else _s.from_iterable(to_chunks(x, DEFAULT_CHUNK_SIZE, encoding))
     dst = _s.stream(description={"op": "to_line_stream"})

@@ -144,13 +144,16 @@ RECORD: dict[str, tuple[str, str, str]] = {
 }
 
 
-def rate(fn: Callable[[int], None], n: int, repeat: int) -> float:
-    best = float("inf")
+def rates(peers: dict[str, Callable[[int], None]], n: int, repeat: int) -> dict[str, float]:
+    """Best rate of each peer over ``repeat`` rounds; each round runs every peer once,
+    in turn, so a change in the machine's speed affects them all alike."""
+    best = dict.fromkeys(peers, float("inf"))
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(n)
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+        for name, fn in peers.items():
+            t0 = time.perf_counter()
+            fn(n)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: n / t for name, t in best.items()}
 
 
 def deferreds_per_buffered_put() -> int:
@@ -177,10 +180,12 @@ def main() -> None:
     print(f"messages: {args.n}, best of {args.repeat}")
     measured: dict[str, dict[str, float]] = {}
     for workload, peers in WORKLOADS.items():
-        rates = measured[workload] = {name: rate(fn, args.n, args.repeat) for name, fn in peers.items()}
-        ours = rates["aleph_tx"]
-        line = ", ".join(f"{name} {r / 1e3:,.0f}k/s" for name, r in rates.items())
-        ratios = ", ".join(f"{ours / r:.2f}x {name}" for name, r in rates.items() if name != "aleph_tx")
+        measured_rates = measured[workload] = rates(peers, args.n, args.repeat)
+        ours = measured_rates["aleph_tx"]
+        line = ", ".join(f"{name} {r / 1e3:,.0f}k/s" for name, r in measured_rates.items())
+        ratios = ", ".join(
+            f"{ours / r:.2f}x {name}" for name, r in measured_rates.items() if name != "aleph_tx"
+        )
         print(f"{workload:18} {line}  ->  aleph_tx = {ratios}")
     print(f"allocation sites in defer.py for one buffered put: {deferreds_per_buffered_put()}")
     if args.record:

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 
 import aleph_tx.byte_streams as bs
 from aleph_tx import stream as s
+from aleph_tx.errors import ProtocolError
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -494,6 +495,38 @@ def test_to_line_stream_of_a_source_closed_by_an_error() -> None:
     lines = bs.to_line_stream(failed_stream())
     assert take_all(lines) == ["ok"]  # "part" is incomplete: not emitted
     assert isinstance(lines.description()["error"], ValueError)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"ok\n", b"x" * 6, b"x" * 6, b"\nnever\n"],  # grows past the limit unterminated
+        [b"ok\n" + b"x" * 11 + b"\nnever\n"],  # a complete line over it in one chunk
+        [b"ok\n", b"x" * 11],  # the unterminated last line
+    ],
+)
+def test_to_line_stream_line_over_max_line_length_is_an_error(chunks: list[bytes]) -> None:
+    src = s.stream(10)
+    for chunk in chunks:
+        src.put(chunk)
+    src.close()
+    lines = bs.to_line_stream(src, max_line_length=10)
+    assert take_all(lines) == ["ok"]
+    assert isinstance(lines.description()["error"], ProtocolError)
+    assert src.closed
+
+
+def test_to_line_stream_max_line_length_bounds_and_none_lifts_it() -> None:
+    assert take_all(bs.to_line_stream([b"x" * 10 + b"\r\n", b"y" * 10], max_line_length=10)) == [
+        "x" * 10,
+        "y" * 10,
+    ]
+    big = "z" * 70_000
+    default = bs.to_line_stream(big + "\n")
+    assert take_all(default) == [] and isinstance(default.description()["error"], ProtocolError)
+    assert take_all(bs.to_line_stream(big + "\n", max_line_length=None)) == [big]
+    with pytest.raises(ValueError):
+        bs.to_line_stream(b"x", max_line_length=0)
 
 
 def test_closing_the_line_stream_closes_the_source() -> None:
