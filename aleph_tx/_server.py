@@ -281,6 +281,9 @@ def listen(
             if not isinstance(desc, str) or not desc:
                 raise ValueError(f"an endpoint description must be a non-empty str, not {desc!r}")
             endpoint = serverFromString(reactor, _with_backlog(desc, backlog))
+            tls_options = getattr(endpoint, "_sslContextFactory", None)  # ssl: (private attribute)
+            if tls_options is not None:
+                _context_factory(tls_options)  # our ALPN callback instead of Twisted's
             ports.append(_bound(endpoint.listen(factory), desc))
     except BaseException:
         for p in ports:

@@ -73,3 +73,28 @@ def test_tcp_tls_server_accepts_a_client_offering_alpn() -> Any:
         assert data == b"ping"
     finally:
         yield server.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_ssl_endpoint_strings_accept_a_client_offering_alpn(tmp_path: Any) -> Any:
+    """``listen="ssl:..."`` (``twist aleph-tcp --listen ssl:...``) gets the same ALPN callback."""
+    cert, key = tls.self_signed_pem()
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(key + cert)
+    desc = f"ssl:0:interface=127.0.0.1:privateKey={pem}"
+    servers = [
+        tcp.start_server(lambda conn, info: s.connect(conn, conn), listen=desc),
+        http.start_server(lambda req: {"body": "via " + req["uri"]}, listen=desc),
+    ]
+    try:
+        chosen, data = yield threads.deferToThread(
+            _fetch, servers[0].port, ["h2", "x-custom"], b"ping", b"ping"
+        )
+        assert chosen is None and data == b"ping"
+        chosen, data = yield threads.deferToThread(_fetch, servers[1].port, ["h2"])
+        assert chosen is None and data.endswith(b"via /alpn")
+        chosen, data = yield threads.deferToThread(_fetch, servers[1].port, ["h2", "http/1.1"])
+        assert chosen == "http/1.1" and data.endswith(b"via /alpn")
+    finally:
+        for server in servers:
+            yield server.close()
