@@ -21,6 +21,7 @@ import socketserver
 import threading
 from collections.abc import Callable, Coroutine
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -448,6 +449,11 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
         owner: ThreadProxy = self.server.owner  # type: ignore[attr-defined]
         sock = self.request
         sock.settimeout(10)
+        if owner.tls is not None:  # an HTTPS proxy: TLS from the client to the proxy
+            try:
+                sock = owner.tls.wrap_socket(sock, server_side=True)
+            except OSError:
+                return  # the client refused our certificate
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = sock.recv(65536)
@@ -511,9 +517,21 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
 class ThreadProxy:
     """A forward proxy on 127.0.0.1: absolute-URI requests and CONNECT tunnels."""
 
-    def __init__(self, require_auth: str | None = None) -> None:
+    def __init__(self, require_auth: str | None = None, tls: dict[str, bytes] | None = None) -> None:
+        """``tls``: material of :func:`make_tls`: an HTTPS proxy (TLS to the proxy itself)."""
         self.seen: list[dict[str, Any]] = []
         self.require_auth = require_auth
+        self.tls: Any = None
+        if tls is not None:
+            import ssl
+            import tempfile
+
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+                cert.write_bytes(tls["cert"])
+                key.write_bytes(tls["key"])
+                self.tls.load_cert_chain(cert, key)
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ProxyHandler)
         self.server.daemon_threads = True
         self.server.owner = self  # type: ignore[attr-defined]

@@ -196,3 +196,52 @@ async def test_aleph_tls_client_context(tls_web: WebServer, pool: ConnectionPool
     assert r["status"] == 200
     r = await http.get(tls_web.url + "/echo", pool=pool, ssl_context=tls.client_context(insecure=True))
     assert r["status"] == 200
+
+
+@itest(30)
+async def test_https_proxy_is_verified_with_the_system_trust(
+    web: WebServer, tls_web: WebServer, pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """``proxy={"protocol": "https"}``: TLS to the proxy, checked against the system's
+    trust roots (OpenSSL's SSL_CERT_FILE here), then plain HTTP or a CONNECT tunnel."""
+    from aleph_tx.http import _client_connect
+
+    proxy = ThreadProxy(tls=material())
+    opts = {"host": "127.0.0.1", "port": proxy.port, "protocol": "https"}
+    try:
+        # not trusted yet: the handshake with the proxy fails
+        _client_connect._system_creator.cache_clear()
+        with pytest.raises(SSL.Error):
+            await http.get(web.url + "/echo", proxy=opts, pool=pool)
+        assert proxy.seen == []
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(material()["ca"])
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        _client_connect._system_creator.cache_clear()
+        r = await http.get(web.url + "/echo?via=tls-proxy", proxy=opts, pool=pool, as_="json")
+        assert r["body"]["path"] == "/echo"
+        assert proxy.seen[-1] == {
+            "method": "GET",
+            "target": web.url + "/echo?via=tls-proxy",
+            "headers": proxy.seen[-1]["headers"],
+        }
+        # https through the https proxy: TLS inside the CONNECT tunnel inside TLS
+        ctx = ssl.optionsForClientTLS("localhost", trustRoot=_ca())
+        r = await http.get(_localhost(tls_web) + "/echo", proxy=opts, pool=pool, ssl_context=ctx, as_="json")
+        assert r["body"]["path"] == "/echo"
+        assert proxy.seen[-1]["method"] == "CONNECT"
+    finally:
+        _client_connect._system_creator.cache_clear()
+        proxy.close()
+
+
+@itest(30)
+async def test_https_proxy_with_insecure(tls_web: WebServer, pool: ConnectionPool) -> None:
+    proxy = ThreadProxy(tls=material())
+    try:
+        opts = {"host": "127.0.0.1", "port": proxy.port, "protocol": "https"}
+        r = await http.get(tls_web.url + "/echo", proxy=opts, pool=pool, insecure=True, as_="json")
+        assert r["body"]["path"] == "/echo"
+        assert proxy.seen[0]["method"] == "CONNECT"
+    finally:
+        proxy.close()

@@ -301,6 +301,8 @@ def translate_failure(f: Failure) -> BaseException:
             if isinstance(r, (AlephError, CancelledError)):
                 return r
         for r in reasons:
+            if isinstance(r, SSL.Error):
+                return r  # a TLS failure (an HTTPS proxy's certificate), as on direct connections
             if not isinstance(r, _CONNECTION_REASONS):
                 return ProtocolError(f"malformed response: {r!r}")
         return ConnectionLostError(f"connection lost: {reasons[0]!r}" if reasons else "connection lost", exc)

@@ -368,7 +368,13 @@ def make_connector(
             proxy_port = int(proxy["port"])
             base = _tcp_endpoint(reactor, proxy_host, proxy_port)
             if proxy.get("protocol", "http") == "https":
-                base = wrapClientTLS(_system_creator(proxy_host), base)
+                # as requests' verify=False: ``insecure`` covers the proxy too; else
+                # the system's trust roots (SSL_CERT_FILE / SSL_CERT_DIR apply)
+                if target.insecure:
+                    proxy_creator: Any = _ContextCreator(_insecure_context(), proxy_host)
+                else:
+                    proxy_creator = _system_creator(proxy_host)
+                base = wrapClientTLS(proxy_creator, base)
             if tls:
                 base = _TunnelEndpoint(base, target.host, target.port, proxy_authorization(proxy))
         else:
