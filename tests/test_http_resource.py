@@ -223,3 +223,60 @@ def test_streaming_site_413_mid_stream() -> Generator[Any, Any, None]:
         assert out.startswith(b"HTTP/1.1 413 ") and cancelled == [True]
     finally:
         yield port.stopListening()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest_twisted.inlineCallbacks
+def test_compression_in_a_site(streaming: bool) -> Generator[Any, Any, None]:
+    """``compression=True`` gzips through twisted.web too: whole bodies and streamed chunks."""
+    import requests
+
+    root = resource.Resource()
+    root.putChild(b"app", to_resource(handler, compression=True))
+    site = make_site(root) if streaming else server.Site(root)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}/app"
+
+    def fetch() -> list[tuple[str | None, str | None, bytes]]:
+        out = []
+        for path, encoding in (("/", "gzip"), ("/stream", "gzip"), ("/", "identity")):
+            r = requests.get(base + path, headers={"Accept-Encoding": encoding}, timeout=10)
+            out.append((r.headers.get("content-encoding"), r.headers.get("vary"), r.content))
+        return out
+
+    try:
+        got = yield threads.deferToThread(fetch)
+        assert got == [
+            ("gzip", "accept-encoding", b"hello http"),
+            ("gzip", "accept-encoding", b"abc"),
+            (None, None, b"hello http"),
+        ]
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_compression_on_h2() -> Generator[Any, Any, None]:
+    import httpx
+
+    from aleph_tx.tls import self_signed_context
+
+    srv = start_server(
+        handler,
+        port=0,
+        host="127.0.0.1",
+        ssl_context=self_signed_context(),
+        http_versions=("http/1.1", "h2"),
+        compression=True,
+    )
+
+    def fetch() -> tuple[str, str | None, str]:
+        with httpx.Client(http2=True, verify=False, timeout=10) as c:
+            r = c.get(f"https://127.0.0.1:{srv.port}/", headers={"accept-encoding": "gzip"})
+            return r.http_version, r.headers.get("content-encoding"), r.text
+
+    try:
+        got = yield threads.deferToThread(fetch)
+        assert got == ("HTTP/2", "gzip", "hello https")
+    finally:
+        yield srv.close().addTimeout(10, reactor)

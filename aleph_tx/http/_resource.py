@@ -34,10 +34,10 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._body import ChunkSource, coerce_body
+from aleph_tx.http._body import ChunkSource, Gzipper, accepts_gzip, coerce_body
 from aleph_tx.http._h1 import UpgradeRequest
 from aleph_tx.http._limits import ServerOptions, make_options
-from aleph_tx.http._ring import build_request, encode_headers, headers_dict, response_parts
+from aleph_tx.http._ring import NO_BODY_STATUSES, build_request, encode_headers, headers_dict, response_parts
 from aleph_tx.http._writer import BodyWriter
 from aleph_tx.stream import Stream
 
@@ -437,7 +437,13 @@ class AlephResource(resource.Resource):
             request.responseHeaders.setRawHeaders(
                 b"content-encoding", [seen["content-encoding"].encode("latin-1")]
             )
+        gz = self._gzip(ex, status, seen)
+        if gz:
+            request.setHeader(b"content-encoding", b"gzip")
+            request.setHeader(b"vary", b"accept-encoding")
         if type(body) is bytes:
+            if gz and body:
+                body = Gzipper.whole(body)
             request.setHeader(b"content-length", b"%d" % len(body))
             if body:
                 request.write(body)
@@ -448,6 +454,9 @@ class AlephResource(resource.Resource):
         declared = seen.get("content-length")
         if length is None and declared is not None and declared.isdigit():
             length = int(declared)
+        if gz:
+            length = None
+            request.responseHeaders.removeHeader(b"content-length")
         if length is not None:
             request.setHeader(b"content-length", b"%d" % length)
         if request.method == b"HEAD":
@@ -455,10 +464,19 @@ class AlephResource(resource.Resource):
             request.write(b"")
             _finish(request)
             return
-        writer = BodyWriter(_RequestProto(request), ex, body, False, length, None)  # type: ignore[arg-type]
+        writer = BodyWriter(_RequestProto(request), ex, body, False, length, Gzipper() if gz else None)  # type: ignore[arg-type]
         state["writer"] = writer
         request.registerProducer(writer, True)
         writer.pump()
+
+    def _gzip(self, ex: _Exchange, status: int, seen: dict[str, str]) -> bool:
+        """Whether to gzip this response (``compression``, as on the HTTP/1.1 front)."""
+        return (
+            self.options.compression
+            and status not in NO_BODY_STATUSES
+            and "content-encoding" not in seen
+            and accepts_gzip(ex.req["headers"].get("accept-encoding"))
+        )
 
     def _failed(self, ex: _Exchange, state: dict[str, Any], failure: Failure) -> None:
         request = ex.request
@@ -506,8 +524,8 @@ def to_resource(handler: Callable[[dict[str, Any]], Any], **options: Any) -> res
     :class:`StreamingRequest` (see :func:`make_site`); otherwise twisted.web has
     buffered them.
 
-    :param options: ``error_handler``, ``max_request_body_size`` (others of
-        ``start_server`` are accepted and apply to the HTTP/1.1 front only).
+    :param options: ``error_handler``, ``max_request_body_size``, ``compression``
+        (others of ``start_server`` are accepted and apply to the HTTP/1.1 front only).
     :raises TypeError: for an unknown option or a handler that is not callable.
     """
     if not callable(handler):
