@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from aleph_tx import byte_streams
 from aleph_tx.errors import BackpressureError
-from aleph_tx.stream._core import MAX_PENDING, Stream, _check_timeout, _reactor_clock
+from aleph_tx.stream._core import MAX_PENDING, Stream, _check_timeout, _reactor_clock, is_deferred_type
 
 __all__ = [
     "ConnectionStream",
@@ -139,7 +139,7 @@ class Receiver:
         except TypeError:
             pass
         d = self._put(data)
-        if d.called and not isinstance(d.result, (Failure, Deferred)):
+        if d.called and not (isinstance(d.result, Failure) or is_deferred_type(type(d.result))):
             return
         self._pending += 1
         if not self._paused:

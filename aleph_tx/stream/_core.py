@@ -40,6 +40,12 @@ def _reactor_clock(clock: IReactorTime | None) -> IReactorTime:
     return reactor
 
 
+#: ``is_deferred_type(type(x))`` is ``isinstance(x, Deferred)`` made cheap: Deferred
+#: is an ``Awaitable``, so a plain ``isinstance`` runs ``ABCMeta.__instancecheck__``
+#: (Python code) for every message that is not a Deferred.
+is_deferred_type: Callable[[type], bool] = functools.cache(lambda t: issubclass(t, Deferred))
+
+
 class _LazyCallbacks:
     """``Deferred._callbacks`` made on first use: most fired puts never get a callback."""
 
@@ -141,13 +147,18 @@ class _PendingPut:
 class _PendingTake:
     """A take waiting for a message; ``live`` goes False when it is withdrawn."""
 
-    __slots__ = ("cb", "d", "default", "live")
+    __slots__ = ("cb", "d", "default", "live", "stream")
 
-    def __init__(self, default: Any) -> None:
+    def __init__(self, stream: Stream, default: Any) -> None:
+        self.stream = stream
         self.default = default
         self.live = True
         self.d: Deferred[Any] | None = None
         self.cb: Callable[[Any], object] | None = None
+
+    def __call__(self, _: object) -> None:
+        """The canceller of :attr:`d` (no closure per take): withdraw this take."""
+        self.stream._withdraw_take(self)
 
     def fire(self, msg: Any) -> None:
         if self.cb is not None:
@@ -309,7 +320,13 @@ class Stream:
             raise ValueError("None is not a valid message")
         if self._closed:
             return False
-        if self._xform is None:
+        if self._xform is None:  # the common case: one message, no lists
+            if self._n_takes:
+                self._pop_take().fire(msg)  # type: ignore[union-attr]
+                return True
+            if self._has_room():
+                self._push(msg)
+                return True
             msgs = [msg]
         else:
             try:
@@ -382,7 +399,7 @@ class Stream:
             t = self._wait(default)
         except BackpressureError as e:
             return fail(e)
-        d = t.d = Deferred(lambda _: _discard(self._withdraw_take(t)))
+        d = t.d = Deferred(t)
         return d
 
     def _take_cb(self, default: Any, cb: Callable[[Any], object]) -> Any:
@@ -421,7 +438,7 @@ class Stream:
     def _wait(self, default: Any) -> _PendingTake:
         if self._n_takes >= MAX_PENDING:
             raise BackpressureError(f"more than {MAX_PENDING} pending takes on {self!r}")
-        t = _PendingTake(default)
+        t = _PendingTake(self, default)
         self._takes.append(t)
         self._n_takes += 1
         return t
@@ -453,7 +470,7 @@ class Stream:
             t = self._wait(default)
         except BackpressureError as e:
             return fail(e)
-        d = t.d = Deferred(lambda _: _discard(self._withdraw_take(t)))
+        d = t.d = Deferred(t)
         return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_take(t))
 
     # -- close -----------------------------------------------------------------

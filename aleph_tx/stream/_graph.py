@@ -10,9 +10,9 @@ callbacks.
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx.stream._core import Stream, _check_timeout, _PendingTake
+from aleph_tx.stream._core import Stream, _check_timeout, _PendingTake, is_deferred_type
 
 __all__ = ["SplicedStream", "connect", "drain_into", "splice"]
 
@@ -36,16 +36,16 @@ def ready(d: Deferred[Any]) -> Any:
     """The successful result of ``d`` if it has already fired, else :data:`PENDING`."""
     if d.called and not d.paused:
         r = d.result
-        if not isinstance(r, (Failure, Deferred)):
+        if not (isinstance(r, Failure) or is_deferred_type(type(r))):
             return r
     return PENDING
 
 
 def resolve(x: Any) -> Any:
     """``x`` as a value or a Deferred: coroutines are started as Deferreds."""
-    if isinstance(x, Deferred):
+    if is_deferred_type(type(x)):
         return x
-    if inspect.iscoroutine(x):
+    if type(x) is CoroutineType:  # inspect.iscoroutine, without a call per message
         return Deferred.fromCoroutine(x)
     return x
 
@@ -145,7 +145,7 @@ class _Node:
     def _withdraw(self) -> None:
         """Withdraw the pending take, so no message is taken with nowhere to go."""
         waiting, self.waiting = self.waiting, None
-        if isinstance(waiting, Deferred):
+        if is_deferred_type(type(waiting)):
             waiting.cancel()
         elif waiting is not None:
             self.source._withdraw_take(waiting)
@@ -209,7 +209,7 @@ class _Node:
                 if r is False:
                     self._refused(edge, False)
                     continue
-                if not isinstance(r, Deferred):  # pending entries: edge.accepted fires later
+                if not is_deferred_type(type(r)):  # pending entries: edge.accepted fires later
                     self.in_flight += 1
                     edge.pending = r
                     continue
@@ -326,7 +326,7 @@ def connect_via(
         except Exception as e:
             sink._fail(e)
             return False
-        if isinstance(r, Deferred) and ready(r) is PENDING:
+        if is_deferred_type(type(r)) and ready(r) is PENDING:
             r.addErrback(failed)
         return r
 

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from aleph_tx.deferred import NOTHING
-from aleph_tx.stream._core import Stream, _PendingTake, _reactor_clock
+from aleph_tx.stream._core import Stream, _PendingTake, _reactor_clock, is_deferred_type
 from aleph_tx.stream._graph import _END, PENDING, _fast_take, connect, connect_via, ready, resolve
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(x)`` now if ``x`` is a value (or fired Deferred), else chained on it."""
     x = resolve(x)
-    if isinstance(x, Deferred):
+    if is_deferred_type(type(x)):
         v = ready(x)
         if v is PENDING:
             return x.addCallback(fn)
@@ -72,7 +72,7 @@ def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
         v = resolve(fn(msg))
-        if isinstance(v, Deferred):
+        if is_deferred_type(type(v)):
             return v.addCallback(lambda x: _put_later(dst, x))
         return _put_value(dst, v, cb)
 
@@ -86,7 +86,7 @@ def filter(pred: Callable[[Any], Any], source: Any) -> Stream:  # noqa: A001
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
         keep = resolve(pred(msg))
-        if isinstance(keep, Deferred):
+        if is_deferred_type(type(keep)):
             return keep.addCallback(lambda k: dst.put(msg) if k else True)
         return dst._put_cb(msg, cb) if keep else True
 
@@ -142,7 +142,7 @@ def _loop(source: Any, step: Callable[[Any], Any], finish: Callable[[], Any]) ->
                     return
                 r = resolve(step(msg))
                 msg = PENDING
-                if isinstance(r, Deferred) and ready(r) is PENDING:
+                if is_deferred_type(type(r)) and ready(r) is PENDING:
                     r.addCallbacks(lambda _: run(), done.errback)
                     return
         except Exception:
