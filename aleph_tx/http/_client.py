@@ -66,6 +66,7 @@ from aleph_tx.http._client_body import (
 )
 from aleph_tx.http._client_connect import Target, check_ssl_context, make_connector, with_timeout
 from aleph_tx.http._client_connect import proxy_authorization as _proxy_auth
+from aleph_tx.http._decode import ContentDecoder, decoder_for
 from aleph_tx.http._pool import (
     DEFAULT_MAX_RESPONSE_HEADER_SIZE,
     ConnectionPool,
@@ -105,6 +106,7 @@ _OPTIONS: dict[str, Any] = {
     "basic_auth": None,
     "cookie_jar": None,
     "as_": "bytes",
+    "decompress_body": True,
     "follow_redirects": True,
     "max_redirects": 20,
     "throw_exceptions": True,
@@ -174,6 +176,7 @@ class _Options:
         if o["as_"] not in _AS:
             raise ValueError(f"as_ must be one of {_AS!r}, not {o['as_']!r}")
         self.as_: str = o["as_"]
+        self.decompress_body = bool(o["decompress_body"])
         for name in ("pool_timeout", "connection_timeout", "request_timeout", "read_timeout"):
             v = o[name]
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
@@ -439,17 +442,23 @@ class _Exchange:
                 raise
             return response, abort, _raw_headers(response, proto)
 
-    def read_body(self, response: Any, abort: Callable[[], None], discard: bool = False) -> Deferred[bytes]:
-        """The whole body (``discard``: read and drop it, for redirects)."""
+    def read_body(
+        self,
+        response: Any,
+        abort: Callable[[], None],
+        decoder: ContentDecoder | None = None,
+        discard: bool = False,
+    ) -> Deferred[bytes]:
+        """The whole body, decoded by ``decoder`` (``discard``: read and drop it, for redirects)."""
         collector = BodyCollector(
-            abort, translate_failure, self.o.read_timeout, self.o.clock, discard=discard
+            abort, translate_failure, self.o.read_timeout, self.o.clock, discard=discard, decoder=decoder
         )
         response.deliverBody(collector)
         return collector.done
 
-    def stream_body(self, response: Any, abort: Callable[[], None]) -> Any:
+    def stream_body(self, response: Any, abort: Callable[[], None], decoder: ContentDecoder | None) -> Any:
         """The body as a Stream of chunks, with backpressure."""
-        streamer = BodyStreamer(abort, translate_failure, self.o.read_timeout, self.o.clock)
+        streamer = BodyStreamer(abort, translate_failure, self.o.read_timeout, self.o.clock, decoder)
         response.deliverBody(streamer)
         return streamer.stream
 
@@ -467,6 +476,8 @@ async def _run(o: _Options) -> dict[str, Any]:
     names = {n for n, _ in headers}
     if body is not None and body.content_type and "content-type" not in names:
         headers.append(("content-type", body.content_type))
+    if o.decompress_body and "accept-encoding" not in names:
+        headers.append(("accept-encoding", "gzip, deflate"))
     if o.basic_auth is not None and "authorization" not in names:
         user, password = o.basic_auth
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -527,10 +538,11 @@ async def _run(o: _Options) -> dict[str, Any]:
             visited.add(key)
             url = new_url
             continue
+        decoder = decoder_for(hdrs.get("content-encoding")) if o.decompress_body else None
         if o.as_ == "stream" and not (o.throw_exceptions and status >= 400):
-            resp_body: Any = exchange.stream_body(response, abort)
+            resp_body: Any = exchange.stream_body(response, abort, decoder)
         else:
-            data = await exchange.read_body(response, abort)
+            data = await exchange.read_body(response, abort, decoder)
             resp_body = _coerce(data, o.as_, hdrs)
         result = {
             "status": status,

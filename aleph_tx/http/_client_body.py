@@ -30,7 +30,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from aleph_tx.errors import ReadTimeout
+from aleph_tx.errors import ProtocolError, ReadTimeout
+from aleph_tx.http._decode import ContentDecoder
 from aleph_tx.stream import SplicedStream, Stream
 
 __all__ = [
@@ -402,6 +403,7 @@ class BodyCollector(Protocol):
 
     :param abort: aborts the connection (cancellation, read timeout).
     :param read_timeout: the longest stall allowed between two chunks.
+    :param decoder: decodes a gzip or deflate body (``None``: as it arrived).
     """
 
     def __init__(
@@ -411,12 +413,13 @@ class BodyCollector(Protocol):
         read_timeout: float | None,
         clock: IReactorTime,
         discard: bool = False,
+        decoder: ContentDecoder | None = None,
     ) -> None:
         self._chunks: list[bytes] = []
         self._abort = abort
         self._translate = translate
         self._discard = discard
-        self._timed_out = False
+        self._decoder = decoder
         self.done: Deferred[bytes] = Deferred(self._cancel)
         self._timer = _ReadTimer(read_timeout, clock, self._expired)
         self._timer.arm()
@@ -426,32 +429,54 @@ class BodyCollector(Protocol):
         self._abort()
 
     def _expired(self) -> None:
-        self._timed_out = True
         if not self.done.called:
             self.done.errback(ReadTimeout("reading the response body stalled past read_timeout"))
         self._abort()
 
+    def _failed(self, e: BaseException) -> None:
+        self._timer.disarm()
+        self._abort()
+        if not self.done.called:
+            self.done.errback(e)
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if not self._discard:
-            self._chunks.append(data)
+        if self.done.called:
+            return
         self._timer.arm()
+        if self._discard:
+            return
+        if self._decoder is not None:
+            self._decoder.feed(data)
+            try:
+                data = self._decoder.read()
+            except ProtocolError as e:
+                self._failed(e)
+                return
+        self._chunks.append(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
         self._timer.disarm()
         if self.done.called:
             return
-        if _ended_cleanly(reason):
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self._abort()
-            self.done.errback(self._translate(reason))
+        if not _ended_cleanly(reason):
+            self._failed(self._translate(reason))
+            return
+        if self._decoder is not None and not self._discard:
+            try:
+                self._decoder.close()
+            except ProtocolError as e:
+                self._failed(e)
+                return
+        self.done.callback(b"".join(self._chunks))
 
 
 class BodyStreamer(Protocol):
     """Puts each response chunk into :attr:`stream`, pausing the transport while a put waits.
 
     The read timeout runs only while we wait for the network, never while the
-    reader is slow. Closing the stream before the end aborts the connection.
+    reader is slow. Closing the stream before the end aborts the connection. With a
+    ``decoder``, decoded pieces of at most 64 KiB are put one at a time, each once the
+    last was accepted: a highly compressed body cannot fill memory either.
     """
 
     def __init__(
@@ -460,13 +485,16 @@ class BodyStreamer(Protocol):
         translate: Any,
         read_timeout: float | None,
         clock: IReactorTime,
+        decoder: ContentDecoder | None = None,
     ) -> None:
         self._abort = abort
         self._translate = translate
+        self._decoder = decoder
         self.error: BaseException | None = None
         self.bytes_received = 0
         self._finished = False
-        self._paused = False
+        self._ended = False  # the body ended cleanly; decoded pieces may still be due
+        self._waiting = False  # a put is pending and the transport paused
         self.stream = Stream(description=self._describe)
         self.stream.on_closed(self._closed_by_reader)
         self._timer = _ReadTimer(read_timeout, clock, self._expired)
@@ -484,43 +512,88 @@ class BodyStreamer(Protocol):
             self._timer.disarm()
             self._abort()
 
+    def _fail(self, error: BaseException) -> None:
+        self._finished = True
+        self._timer.disarm()
+        self.error = error
+        self._abort()
+        self.stream.close()
+
     def _expired(self) -> None:
         if not self._finished:
-            self._finished = True
-            self.error = ReadTimeout("reading the response body stalled past read_timeout")
-            self._abort()
-            self.stream.close()
+            self._fail(ReadTimeout("reading the response body stalled past read_timeout"))
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self._finished:
             return
         self.bytes_received += len(data)
+        if self._decoder is None:
+            self._put(data)
+            if not self._waiting:
+                self._timer.arm()
+        else:
+            self._decoder.feed(data)
+            self._pump()
+
+    def _put(self, data: bytes) -> None:
         d = self.stream.put(data)
         if d.called:
-            self._timer.arm()
             return
         # backpressure: stop reading the socket until the reader takes
         self._timer.disarm()
-        self._paused = True
+        self._waiting = True
         transport: Any = self.transport
         transport.pauseProducing()
         d.addBoth(self._accepted)
 
-    def _accepted(self, result: Any) -> None:
-        self._paused = False
-        if self._finished:
+    def _pump(self) -> None:
+        """Put decoded pieces until one has to wait or the input is used up."""
+        assert self._decoder is not None
+        while not self._waiting and not self._finished:
+            try:
+                piece = self._decoder.read(_CHUNK)
+            except ProtocolError as e:
+                self._fail(e)
+                return
+            if not piece:
+                break
+            self._put(piece)
+        if self._waiting or self._finished:
             return
-        if result is True:
+        if self._ended:
+            self._end()
+        else:
+            self._timer.arm()
+
+    def _accepted(self, result: Any) -> None:
+        self._waiting = False
+        if self._finished or result is not True:
+            return
+        if self._decoder is not None:
+            self._pump()
+        elif not self._ended:
+            self._timer.arm()
+        if not self._waiting and not self._finished:
             transport: Any = self.transport
             transport.resumeProducing()
-            self._timer.arm()
+
+    def _end(self) -> None:
+        self._finished = True
+        if self._decoder is not None:
+            try:
+                self._decoder.close()
+            except ProtocolError as e:
+                self.error = e
+                self._abort()  # as for any malformed response: the connection is not reused
+        self.stream.close()
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
         self._timer.disarm()
         if self._finished:
             return
-        self._finished = True
         if not _ended_cleanly(reason):
-            self.error = self._translate(reason)
-            self._abort()
-        self.stream.close()
+            self._fail(self._translate(reason))
+            return
+        self._ended = True
+        if not self._waiting or self._decoder is None:
+            self._end()  # a put still waiting without a decoder is kept by the closed stream
