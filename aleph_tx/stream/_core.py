@@ -324,10 +324,19 @@ class Stream:
             if self._n_takes:
                 self._pop_take().fire(msg)  # type: ignore[union-attr]
                 return True
-            if self._has_room():
+            if self._metric is None:
+                if len(self._buffer) < self._buffer_size:
+                    self._buffer.append(msg)
+                    return True
+            elif self._has_room():
                 self._push(msg)
                 return True
-            msgs = [msg]
+            if self._n_puts >= MAX_PENDING:
+                raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
+            entry = _PendingPut(msg)
+            self._puts.append(entry)
+            self._n_puts += 1
+            return [entry]
         else:
             try:
                 msgs = [m for m in self._xform(msg) if m is not None]
@@ -445,14 +454,20 @@ class Stream:
 
     def _refill(self) -> None:
         """Move pending puts into the buffer while it has room, then fire their puts."""
-        moved = []
+        first: _PendingPut | None = None
+        more: list[_PendingPut] = []
         while self._n_puts and self._has_room():
             p = self._pop_put()
             assert p is not None
             self._push(p.msg)
-            moved.append(p)
-        for p in moved:
-            p.fire(True)
+            if first is None:
+                first = p  # the common case: one put moved, no list filled
+            else:
+                more.append(p)
+        if first is not None:
+            first.fire(True)
+            for p in more:
+                p.fire(True)
 
     def try_take(
         self,
