@@ -126,6 +126,7 @@ class _StreamGlue:
     state: int
     STATE_OPEN: int
     STATE_CLOSING: int
+    STATE_CLOSED: int
     websocket_protocol_in_use: str | None
     _perMessageCompress: Any  # noqa: N815
     remoteCloseReason: str | None  # noqa: N815
@@ -224,59 +225,74 @@ class _StreamGlue:
     def processData(self) -> bool:  # noqa: N802 - autobahn's name
         """One step of autobahn's frame loop: our fast path first."""
         if self._fast_in and self.current_frame is None and not self.inside_message:
-            more = self._fast_frame()
+            more = self._fast_frames()
             if more is not None:
                 return more
         return super().processData()  # type: ignore[misc, no-any-return]
 
-    def _fast_frame(self) -> bool | None:
-        """Deliver one common frame; ``None`` (nothing consumed) if it is not one."""
+    def _fast_frames(self) -> bool | None:
+        """Deliver the common frames at the head of the buffer; ``None`` if the first is not one.
+
+        All of them are parsed first and the buffer is cut once: cutting it after
+        each frame, as autobahn does, copies the rest of a large read per frame.
+        """
+        if self.state != self.STATE_OPEN:
+            return None
         data = self.data
         n = len(data)
-        if n < 2 or self.state != self.STATE_OPEN:
-            return None
-        b0 = data[0]
-        if b0 != 0x81 and b0 != 0x82:
-            return None
-        b1 = data[1]
         masked = self.side == "server"
-        if (b1 >= 0x80) is not masked:
+        header = 6 if masked else 2
+        limit = self._fast_in
+        msgs: list[str | bytes] = []
+        octets = pos = 0
+        while n - pos >= 2:
+            b0 = data[pos]
+            if b0 != 0x81 and b0 != 0x82:
+                break
+            b1 = data[pos + 1]
+            if (b1 >= 0x80) is not masked:
+                break
+            length = b1 & 0x7F
+            start = pos + header
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 126:
+                    break  # not minimal: autobahn fails the connection
+                start += 2
+            elif length == 127:
+                break
+            end = start + length
+            if end > n or length > limit:
+                break
+            payload = data[start:end]
+            if masked:
+                payload = unmask(payload, data[start - 4 : start])
+            if b0 == 0x81:
+                try:
+                    msgs.append(payload.decode("utf-8"))
+                except UnicodeDecodeError:
+                    break  # autobahn closes with 1007
+            else:
+                msgs.append(payload)
+            octets += length
+            pos = end
+        if not msgs:
             return None
-        length = b1 & 0x7F
-        start = 6 if masked else 2
-        if length == 126:
-            if n < 4:
-                return None
-            length = (data[2] << 8) | data[3]
-            if length < 126:
-                return None  # not minimal: autobahn fails the connection
-            start += 2
-        elif length == 127:
-            return None
-        end = start + length
-        if end > n or length > self._fast_in:
-            return None
-        payload = data[start:end]
-        if masked:
-            payload = unmask(payload, data[start - 4 : start])
-        msg: str | bytes
-        if b0 == 0x81:
-            try:
-                msg = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                return None  # autobahn closes with 1007
-        else:
-            msg = payload
-        self.data = data = data[end:]
+        self.data = rest = data[pos:]
         stats = self.trafficStats
-        stats.incomingOctetsWebSocketLevel += length
-        stats.incomingOctetsAppLevel += length
-        stats.incomingWebSocketFrames += 1
-        stats.incomingWebSocketMessages += 1
+        stats.incomingOctetsWebSocketLevel += octets
+        stats.incomingOctetsAppLevel += octets
+        stats.incomingWebSocketFrames += len(msgs)
+        stats.incomingWebSocketMessages += len(msgs)
         self._seen = True
-        if not self._peer_closed:
-            self.receiver.write(msg)
-        return len(data) > 0
+        write = self.receiver.write
+        for msg in msgs:
+            if self._peer_closed or self.state == self.STATE_CLOSED:
+                break
+            write(msg)
+        return len(rest) > 0
 
     def _uncork(self) -> None:
         corked, self._cork = self._cork, None
