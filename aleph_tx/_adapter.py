@@ -57,7 +57,14 @@ from zope.interface import implementer
 
 from aleph_tx import byte_streams
 from aleph_tx.errors import BackpressureError
-from aleph_tx.stream._core import MAX_PENDING, Stream, _check_timeout, _reactor_clock, is_deferred_type
+from aleph_tx.stream._core import (
+    MAX_PENDING,
+    Stream,
+    _check_timeout,
+    _fired_true,
+    _reactor_clock,
+    is_deferred_type,
+)
 
 __all__ = [
     "ConnectionStream",
@@ -261,7 +268,7 @@ class Sender:
             return succeed(False)
         if not self._paused and not self._queue:
             self._do_write(msg)
-            return succeed(True)
+            return _fired_true()  # the hot path: a fired Deferred with no state of its own
         if len(self._queue) >= MAX_PENDING:
             return fail(BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}"))
         d: Deferred[bool] = Deferred(self._withdraw)
