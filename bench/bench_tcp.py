@@ -109,7 +109,11 @@ def start(name: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe nobody reads: a server logging a traceback per
+    # reset connection (asyncio streams) would block on a full pipe and echo nothing
+    log = tmp / f"server_{name}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -117,8 +121,7 @@ def start(name: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
             return proc
         except OSError:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"{name} exited: {err}") from None
+                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}") from None
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{name} did not listen on {port}")
