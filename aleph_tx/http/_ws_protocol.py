@@ -39,7 +39,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponse,
     PerMessageDeflateResponseAccept,
 )
-from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]  # autobahn.websocket.protocol uses it
+from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -156,7 +156,7 @@ class _StreamGlue:
         self._tls = False
         self._plain_frames = False
         self._frame_limit = 0
-        self._fast_in = 0  # the largest payload _fast_frame parses (0: none)
+        self._fast_in = 0  # the largest payload _fast_frames parses (0: none)
         # autobahn options, per connection (autobahn copies factory defaults only
         # for the attributes an instance lacks)
         frame = opts.max_frame_payload or 0

@@ -454,20 +454,14 @@ class Stream:
 
     def _refill(self) -> None:
         """Move pending puts into the buffer while it has room, then fire their puts."""
-        first: _PendingPut | None = None
-        more: list[_PendingPut] = []
+        moved = []
         while self._n_puts and self._has_room():
             p = self._pop_put()
             assert p is not None
             self._push(p.msg)
-            if first is None:
-                first = p  # the common case: one put moved, no list filled
-            else:
-                more.append(p)
-        if first is not None:
-            first.fire(True)
-            for p in more:
-                p.fire(True)
+            moved.append(p)
+        for p in moved:
+            p.fire(True)
 
     def try_take(
         self,
