@@ -4,7 +4,8 @@
 dict (``status``, ``headers``, ``body``, ``request_time``). Each request takes a
 connection from a :class:`~aleph_tx.http._pool.ConnectionPool` (the shared default
 pool unless ``pool=`` is given), sends the request with Twisted's
-``HTTP11ClientProtocol``, and reads the body as ``as_`` asks.
+``HTTP11ClientProtocol``, and reads the body as ``as_`` asks, decoding gzip and
+deflate on the way (``decompress_body``, :mod:`._decode`).
 
 Stages and their timeouts: waiting for a pooled connection (``pool_timeout``),
 connecting plus the TLS handshake (``connection_timeout``), sending until the
