@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import settings
+
+from aleph_tx.http import ConnectionPool, connection_pool
 
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
@@ -52,3 +55,15 @@ class _NameTheHungTest:
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(_NameTheHungTest(), "aleph_tx_name_the_hung_test")
+
+
+@pytest.fixture
+def pool() -> Iterator[ConnectionPool]:
+    """A client connection pool of its own, checked for leaks at the end of the test:
+    every request done, nothing left checked out or waiting."""
+    p = connection_pool()
+    yield p
+    desc = p.description()
+    assert desc["active"] == 0, desc
+    assert desc["waiters"] == 0, desc
+    p.close()

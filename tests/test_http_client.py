@@ -40,17 +40,6 @@ def py() -> Iterator[ThreadServer]:
     t.close()
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    # no leak: every request done, nothing left checked out
-    desc = p.description()
-    assert desc["active"] == 0, desc
-    assert desc["waiters"] == 0, desc
-    p.close()
-
-
 # -- the basics ------------------------------------------------------------------------
 
 

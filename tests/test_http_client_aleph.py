@@ -60,14 +60,6 @@ def server() -> Iterator[Any]:
     pytest_twisted.blockon(srv.close())
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    assert p.description()["active"] == 0
-    p.close()
-
-
 def test_domain_extracting_idn() -> None:
     # client_test.clj test-domain-extracting
     assert _target_and_path("https://domainname.com:80")[:3] == ("https", "domainname.com", 80)

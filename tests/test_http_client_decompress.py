@@ -44,14 +44,6 @@ def gz() -> Iterator[GzipSite]:
     pytest_twisted.blockon(g.port.stopListening())
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    assert p.description()["active"] == 0
-    p.close()
-
-
 def _canned(body: bytes, coding: str, status: int = 200, extra: bytes = b"") -> bytes:
     return (
         b"HTTP/1.1 %d X\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n%s\r\n"

@@ -36,14 +36,6 @@ def web() -> Iterator[WebServer]:
     pytest_twisted.blockon(w.close())
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    assert p.description()["active"] == 0, p.description()
-    p.close()
-
-
 def _get(url: str, pool: ConnectionPool, **kw: Any) -> Any:
     return http.get(url, pool=pool, insecure=True, http_versions=H2, **kw)
 

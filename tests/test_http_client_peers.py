@@ -104,14 +104,6 @@ def aio() -> Iterator[AiohttpServer]:
     a.close()
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    assert p.description()["active"] == 0
-    p.close()
-
-
 @itest()
 async def test_multipart_parsed_by_aiohttp(aio: AiohttpServer, pool: ConnectionPool) -> None:
     r = await http.post(

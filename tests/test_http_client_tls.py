@@ -45,14 +45,6 @@ def web() -> Iterator[WebServer]:
     pytest_twisted.blockon(w.close())
 
 
-@pytest.fixture
-def pool() -> Iterator[ConnectionPool]:
-    p = http.connection_pool()
-    yield p
-    assert p.description()["active"] == 0
-    p.close()
-
-
 def _localhost(w: WebServer) -> str:
     return w.url.replace("127.0.0.1", "localhost")
 
