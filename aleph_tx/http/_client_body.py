@@ -571,8 +571,8 @@ class BodyStreamer(Protocol):
             return
         if self._decoder is not None:
             self._pump()
-        elif not self._ended:
-            self._timer.arm()
+        else:
+            self._timer.arm()  # (without a decoder, the end came only after this put fired)
         if not self._waiting and not self._finished:
             transport: Any = self.transport
             transport.resumeProducing()

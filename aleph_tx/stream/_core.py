@@ -324,11 +324,7 @@ class Stream:
             if self._n_takes:
                 self._pop_take().fire(msg)  # type: ignore[union-attr]
                 return True
-            if self._metric is None:
-                if len(self._buffer) < self._buffer_size:
-                    self._buffer.append(msg)
-                    return True
-            elif self._has_room():
+            if self._has_room():
                 self._push(msg)
                 return True
             if self._n_puts >= MAX_PENDING:
