@@ -161,6 +161,6 @@ def start_server(
     ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
     for p in ports:
         install_eager(p)
-    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=opts.clock)
+    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=factory.clock)
     factory.server = server
     return server

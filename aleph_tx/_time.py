@@ -1,0 +1,112 @@
+"""Time, written once: the reactor lookup, one-shot timeouts and restartable timers.
+
+Every timer of aleph_tx goes through here (API.md: every timer takes an optional
+``clock``; ``None`` is the global reactor, looked up when the timer is armed; once
+the result is in, the timer is cancelled, so no delayed call is left behind).
+
+- :func:`get_reactor` / :func:`get_clock`: the argument, else the global reactor.
+- :func:`arm_timeout`: call ``expire()`` after ``seconds`` unless a Deferred fired
+  first; the timer is cancelled when it fires.
+- :class:`Timer`: a restartable timer (idle timeouts, read stalls, heartbeats).
+
+This module imports no reactor: it stays usable by the reactor-free stream layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+__all__ = ["Timer", "arm_timeout", "get_clock", "get_reactor"]
+
+_T = TypeVar("_T")
+
+
+def get_reactor(reactor: Any = None) -> Any:
+    """``reactor``, else the global reactor (imported now, not at module import)."""
+    if reactor is not None:
+        return reactor
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+def get_clock(clock: IReactorTime | None = None) -> IReactorTime:
+    """``clock``, else the global reactor, looked up now (when a timer is armed)."""
+    if clock is not None:
+        return clock
+    return get_reactor()  # type: ignore[no-any-return]
+
+
+def arm_timeout(
+    d: Deferred[_T],
+    seconds: float | None,
+    expire: Callable[[], object],
+    clock: IReactorTime | None = None,
+) -> Deferred[_T]:
+    """Call ``expire()`` after ``seconds`` unless ``d`` fired first; returns ``d``.
+
+    The timer is cancelled as soon as ``d`` fires (either way), so no delayed call
+    is left behind. ``expire`` decides what a timeout means (cancel ``d``, fire it
+    with a value, fail it with a class of its own). No timer is armed when
+    ``seconds`` is ``None`` or ``d`` has already fired.
+    """
+    if seconds is None or d.called:
+        return d
+    call = get_clock(clock).callLater(seconds, expire)
+
+    def disarm(result: Any) -> Any:
+        if call.active():
+            call.cancel()
+        return result
+
+    d.addBoth(disarm)
+    return d
+
+
+class Timer:
+    """A restartable one-shot timer: ``fn()`` runs ``seconds`` after the last :meth:`start`.
+
+    :param seconds: the delay (``None``: the timer never runs; every call is a no-op).
+    :param fn: called once per expiry, with no arguments.
+    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
+    """
+
+    __slots__ = ("_call", "_clock", "_fn", "seconds")
+
+    def __init__(
+        self, seconds: float | None, fn: Callable[[], object], clock: IReactorTime | None = None
+    ) -> None:
+        self.seconds = seconds
+        self._fn = fn
+        self._clock = clock
+        self._call: IDelayedCall | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the timer is armed."""
+        return self._call is not None and self._call.active()
+
+    def start(self, seconds: float | None = None) -> None:
+        """Arm (or re-arm) the timer for ``seconds`` (default: the constructor's)."""
+        delay = self.seconds if seconds is None else seconds
+        if delay is None:
+            return
+        call = self._call
+        if call is not None and call.active():
+            call.reset(delay)
+        else:
+            self._call = get_clock(self._clock).callLater(delay, self._expire)
+
+    def stop(self) -> None:
+        """Disarm; idempotent."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _expire(self) -> None:
+        self._call = None
+        self._fn()
