@@ -23,6 +23,12 @@ Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
     open) and go to the Sender. ``closed`` is the output side's (after ``close()``
     or connection loss), ``drained`` the input side's.
 
+:class:`Pump` (``IPushProducer``, the outbound half for pulled sources)
+    takes chunks from a :class:`~aleph_tx._chunks.ChunkSource` (a stream, an
+    iterator, an async iterator) only while the consumer has room and writes them
+    to a :class:`PumpSink`: HTTP response bodies on every front and client
+    request bodies.
+
 :class:`StreamProtocol` glues them to an ``IProtocol`` (with half-close and TLS
 handshake support); ``tcp`` subclasses it.
 
@@ -35,6 +41,8 @@ from __future__ import annotations
 
 import collections
 import enum
+import time
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +64,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aleph_tx import byte_streams
+from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
+from aleph_tx._time import get_clock
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._core import (
     MAX_PENDING,
@@ -68,6 +78,9 @@ from aleph_tx.stream._core import (
 
 __all__ = [
     "ConnectionStream",
+    "Pump",
+    "PumpSink",
+    "PumpState",
     "Receiver",
     "Sender",
     "SenderState",
@@ -76,6 +89,9 @@ __all__ = [
 ]
 
 _log = Logger()
+
+_EMPTY: Any = object()  # nothing in the box yet
+_END: Any = object()  # the source is drained
 
 
 # -- conversion ---------------------------------------------------------------------
@@ -105,10 +121,18 @@ def to_bytes(msg: Any) -> bytes:
 
 @implementer(IConsumer)
 class Receiver:
-    """Puts received data into a stream, pausing the producer while a put is pending.
+    """Puts received messages into a stream, pausing the producer while a put is pending.
+
+    At most one put is pending on the stream at a time: messages that arrive while
+    one is pending (a single read can carry thousands of small WebSocket frames or
+    UDP datagrams) wait here, in order, and are put one by one as takes make room.
+    So a burst never exceeds the stream's pending limit, no message that arrived is
+    dropped, and the producer stays paused until every one was accepted; memory is
+    bounded by what arrived before the pause took effect (one read).
 
     :param put: the stream's put (for a :class:`ConnectionStream`, its raw input put).
-    :param close: closes the stream's input (called once by :meth:`finish`).
+    :param close: closes the stream's input (called once, after every message
+        received before :meth:`finish` was put).
     :param producer: the push producer to pause (normally the transport); may be
         set later with :meth:`registerProducer`.
     """
@@ -122,9 +146,11 @@ class Receiver:
         self._put = put
         self._close = close
         self._producer = producer
-        self._pending = 0
+        self._backlog: collections.deque[Any] = collections.deque()
+        self._waiting = False  # a put is pending on the stream
         self._paused = False
         self._finished = False
+        self._closed = False
         self.bytes_received = 0
 
     @property
@@ -137,18 +163,29 @@ class Receiver:
         """``True`` once :meth:`finish` was called."""
         return self._finished
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet put (waiting behind a pending put)."""
+        return len(self._backlog)
+
     def write(self, data: Any) -> None:
-        """Put ``data``; pause the producer until that put fires."""
+        """Put ``data`` (after the messages already waiting); pause until it is accepted."""
         if self._finished:
             return
         try:
             self.bytes_received += len(data)
         except TypeError:
             pass
+        if self._waiting:
+            self._backlog.append(data)
+            return
         d = self._put(data)
         if d.called and not (isinstance(d.result, Failure) or is_deferred_type(type(d.result))):
             return
-        self._pending += 1
+        self._wait(d)
+
+    def _wait(self, d: Deferred[Any]) -> None:
+        self._waiting = True
         if not self._paused:
             self._paused = True
             if self._producer is not None:
@@ -158,16 +195,31 @@ class Receiver:
     def _accepted(self, result: Any) -> None:
         if isinstance(result, Failure):
             _log.failure("putting received data failed", result)
-        self._pending -= 1
-        if self._pending == 0 and self._paused:
+        backlog = self._backlog
+        while backlog:
+            d = self._put(backlog.popleft())
+            if not d.called or isinstance(d.result, Failure) or is_deferred_type(type(d.result)):
+                d.addBoth(self._accepted)
+                return
+        self._waiting = False
+        if self._finished:
+            self._close_input()
+        elif self._paused:
             self._paused = False
-            if self._producer is not None and not self._finished:
+            if self._producer is not None:
                 self._producer.resumeProducing()
 
     def finish(self) -> None:
-        """No more data: close the stream's input (received data can still be taken)."""
-        if not self._finished:
-            self._finished = True
+        """No more data: close the stream's input once what was received is put into it."""
+        if self._finished:
+            return
+        self._finished = True
+        if not self._waiting:
+            self._close_input()
+
+    def _close_input(self) -> None:
+        if not self._closed:
+            self._closed = True
             self._close()
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:  # noqa: N802
@@ -372,6 +424,203 @@ class Sender:
 
     def __repr__(self) -> str:
         return f"<Sender {self.state.value} queued={len(self._queue)}>"
+
+
+class PumpSink(typing.Protocol):
+    """Where a :class:`Pump` delivers: a transport-like object of the front's choosing."""
+
+    def write(self, data: bytes) -> None:
+        """One non-empty chunk."""
+
+    def pump_done(self) -> None:
+        """The source ended (it is closed already)."""
+
+    def pump_failed(self, failure: Failure) -> None:
+        """The source failed, or gave something that is not a chunk (it is closed already)."""
+
+
+class PumpState(enum.Enum):
+    """States of a :class:`Pump`.
+
+    ``RUNNING`` (taking and writing) ⇄ ``PAUSED`` (the consumer is full); both →
+    ``DONE`` (the source ended or failed, :meth:`Pump.stop`, or the consumer went
+    away). ``DONE`` is final: later events are ignored.
+    """
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+
+
+#: An iterator source (a file, a generator) is advanced for at most this long per
+#: reactor turn before the rest waits for the next turn, so a large file or a slow
+#: generator never holds the reactor for long (a small body still goes in one turn).
+_TURN_SECONDS = 0.005
+
+
+@implementer(IPushProducer)
+class Pump:
+    """Takes chunks from ``source`` while the consumer has room; writes them to ``sink``.
+
+    Register it as the consumer's streaming producer, then :meth:`start`. A take
+    that has already fired is handled in a loop (no recursion for synchronous
+    sources); an iterator source is advanced for a bounded time per reactor turn.
+    Chunks are converted with :func:`~aleph_tx._chunks.to_chunk`; empty ones are
+    skipped. Whatever ends the pump closes the source. If the consumer goes away
+    (``stopProducing`` or :meth:`abandon`), a stream source is dropped: its
+    producers' pending puts fire ``False``.
+
+    :param source: the chunks.
+    :param sink: receives chunks and the end.
+    :param clock: for the next turn of an iterator source (``None``: the reactor).
+    """
+
+    __slots__ = ("_box", "_clock", "_sync", "_waiting", "sink", "source", "state")
+
+    def __init__(self, source: ChunkSource, sink: PumpSink, clock: IReactorTime | None = None) -> None:
+        self.source = source
+        self.sink = sink
+        self.state = PumpState.RUNNING
+        self._clock = clock
+        self._waiting: Any = None  # a pending take's Deferred, or a scheduled next turn
+        self._sync = False
+        self._box: Any = _EMPTY
+
+    # -- IPushProducer -----------------------------------------------------------
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        """The consumer is full: stop taking."""
+        if self.state is PumpState.RUNNING:
+            self.state = PumpState.PAUSED
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        """The consumer has room again: take on."""
+        if self.state is PumpState.PAUSED:
+            self.state = PumpState.RUNNING
+            if self._waiting is None:
+                self.start()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        """The consumer is going away."""
+        self.abandon()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take and write chunks while the consumer accepts them."""
+        if self.source.kind is SourceKind.ITERATOR:
+            self._iterate()
+            return
+        while self.state is PumpState.RUNNING and self._waiting is None:
+            d = self._next()
+            self._sync = True
+            self._box = _EMPTY
+            d.addCallbacks(self._got, self._error)
+            self._sync = False
+            if self._box is _EMPTY:
+                if not d.called:
+                    self._waiting = d
+                return
+            value, self._box = self._box, _EMPTY
+            self._handle(value)
+
+    def _iterate(self) -> None:
+        self._waiting = None
+        it = self.source.source
+        deadline = time.monotonic() + _TURN_SECONDS
+        while self.state is PumpState.RUNNING:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                self._end()
+                return
+            except Exception:
+                self._fail(Failure())
+                return
+            self._write(chunk)
+            if time.monotonic() > deadline:
+                break
+        if self.state is PumpState.RUNNING:
+            self._waiting = get_clock(self._clock).callLater(0, self._iterate)
+
+    def _next(self) -> Deferred[Any]:
+        if self.source.kind is SourceKind.STREAM:
+            d: Deferred[Any] = self.source.source.take(_END)
+            return d
+        return Deferred.fromCoroutine(self._anext())
+
+    async def _anext(self) -> Any:
+        try:
+            return await self.source.source.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    def _got(self, value: Any) -> None:
+        if self._sync:
+            self._box = value
+            return
+        self._waiting = None
+        if self.state is PumpState.DONE:
+            return
+        self._handle(value)
+        self.start()
+
+    def _error(self, failure: Failure) -> None:
+        self._waiting = None
+        if self.state is not PumpState.DONE:
+            self._fail(failure)
+
+    def _handle(self, value: Any) -> None:
+        if value is _END:
+            self._end()
+        else:
+            self._write(value)
+
+    def _write(self, chunk: Any) -> None:
+        try:
+            data = to_chunk(chunk)
+        except TypeError:
+            self._fail(Failure())
+            return
+        if data:
+            self.sink.write(data)
+
+    # -- endings ------------------------------------------------------------------
+
+    def _end(self) -> None:
+        if self.stop():
+            self.sink.pump_done()
+
+    def _fail(self, failure: Failure) -> None:
+        if self.stop():
+            self.sink.pump_failed(failure)
+
+    def stop(self) -> bool:
+        """Stop for good and close the source (the sink decided the body is over).
+
+        :returns: ``False`` if the pump had already stopped.
+        """
+        if self.state is PumpState.DONE:
+            return False
+        self.state = PumpState.DONE
+        waiting, self._waiting = self._waiting, None
+        if isinstance(waiting, Deferred):
+            waiting.addErrback(lambda _: None)
+            waiting.cancel()
+        elif waiting is not None and waiting.active():
+            waiting.cancel()
+        try:
+            self.source.close()
+        except Exception:
+            _log.failure("closing a body source failed")
+        return True
+
+    def abandon(self) -> None:
+        """The consumer went away: stop; a stream source's pending puts fire ``False``."""
+        if self.stop() and self.source.kind is SourceKind.STREAM:
+            drop = getattr(self.source.source, "_drop", None)
+            if drop is not None:
+                drop()
 
 
 def _call_safely(fn: Callable[[], object]) -> None:

@@ -12,7 +12,8 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 
 from aleph_tx import stream as s
-from aleph_tx.http._body import ChunkSource, Gzipper, SourceKind, accepts_gzip, coerce_body, to_chunk
+from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
+from aleph_tx.http._body import Gzipper, accepts_gzip, coerce_body
 
 
 @pytest.mark.parametrize(

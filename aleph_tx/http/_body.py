@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import enum
 import inspect
 import os
 import pathlib
@@ -23,75 +22,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
 from aleph_tx.stream import Stream
 
-__all__ = [
-    "CHUNK_SIZE",
-    "ChunkSource",
-    "Gzipper",
-    "SourceKind",
-    "accepts_gzip",
-    "coerce_body",
-    "to_chunk",
-]
+__all__ = ["CHUNK_SIZE", "Gzipper", "accepts_gzip", "coerce_body"]
 
 #: Read size for files and paths: 64 KiB, Twisted's socket read size too.
 CHUNK_SIZE = 65536
-
-
-class SourceKind(enum.Enum):
-    """How a :class:`ChunkSource` yields its chunks."""
-
-    ITERATOR = "iterator"  # next(source) in the reactor thread
-    ASYNC_ITERATOR = "async_iterator"  # await source.__anext__()
-    STREAM = "stream"  # source.take()
-
-
-class ChunkSource:
-    """A body sent chunk by chunk.
-
-    :ivar kind: a :class:`SourceKind`.
-    :ivar source: the iterator, async iterator or stream.
-    :ivar length: the body length when known in advance (a path's size), else ``None``.
-    :ivar on_close: called once when the body is finished or abandoned (closes files).
-    """
-
-    __slots__ = ("kind", "length", "on_close", "source")
-
-    def __init__(
-        self,
-        kind: SourceKind,
-        source: Any,
-        length: int | None = None,
-        on_close: Callable[[], object] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.source = source
-        self.length = length
-        self.on_close = on_close
-
-    def close(self) -> None:
-        """Release the source: close the stream, generator or file. Idempotent."""
-        on_close, self.on_close = self.on_close, None
-        if on_close is not None:
-            on_close()
-
-    def __repr__(self) -> str:
-        return f"<ChunkSource {self.kind.value} length={self.length!r} {self.source!r}>"
-
-
-def to_chunk(chunk: Any) -> bytes:
-    """One body chunk as ``bytes`` (``str`` is UTF-8).
-
-    :raises TypeError: for anything but ``str`` and bytes-likes.
-    """
-    if type(chunk) is bytes:
-        return chunk
-    if isinstance(chunk, str):
-        return chunk.encode("utf-8")
-    if isinstance(chunk, (bytes, bytearray, memoryview)):
-        return bytes(chunk)
-    raise TypeError(f"a body chunk must be str or bytes-like, not {chunk!r}")
 
 
 def _read_file(f: Any, chunk_size: int) -> Iterator[bytes]:

@@ -38,8 +38,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._body import ChunkSource, Gzipper, accepts_gzip, coerce_body
+from aleph_tx.http._body import Gzipper, accepts_gzip, coerce_body
 from aleph_tx.http._limits import (
     ServerOptions,
     check_content_length,

@@ -33,8 +33,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._body import ChunkSource, Gzipper, accepts_gzip, coerce_body
+from aleph_tx.http._body import Gzipper, accepts_gzip, coerce_body
 from aleph_tx.http._h1 import UpgradeRequest
 from aleph_tx.http._limits import ServerOptions, make_options
 from aleph_tx.http._ring import NO_BODY_STATUSES, build_request, encode_headers, headers_dict, response_parts

@@ -13,34 +13,23 @@ connection went away). Events in ``DONE`` are ignored: every way out is final.
 
 from __future__ import annotations
 
-import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aleph_tx.http._body import ChunkSource, Gzipper, SourceKind, to_chunk
+from aleph_tx._adapter import Pump, PumpState
+from aleph_tx._chunks import ChunkSource
+from aleph_tx.http._body import Gzipper
 
 if TYPE_CHECKING:
     from aleph_tx.http._h1 import HTTP11Protocol, _Exchange
 
-__all__ = ["BodyWriter", "WriterState"]
+__all__ = ["BodyWriter"]
 
 _log = Logger()
-
-_END = object()
-_EMPTY = object()
-
-
-class WriterState(enum.Enum):
-    """See the module docstring."""
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    DONE = "done"
 
 
 def _chunk_frame(data: bytes) -> bytes:
@@ -52,6 +41,9 @@ def _chunk_frame(data: bytes) -> bytes:
 class BodyWriter:
     """Writes ``source`` to ``proto``'s transport, chunked or with a known length.
 
+    The :class:`~aleph_tx._adapter.Pump` takes the chunks; this is its sink: it
+    compresses, frames and counts them.
+
     :param proto: the connection's protocol (``_write``, ``_body_done``, ``_body_failed``).
     :param ex: the exchange this body answers.
     :param source: the chunks.
@@ -61,18 +53,7 @@ class BodyWriter:
     :param gzip: a :class:`Gzipper` when the body is compressed.
     """
 
-    __slots__ = (
-        "_box",
-        "_sync",
-        "_waiting",
-        "chunked",
-        "ex",
-        "gzip",
-        "proto",
-        "remaining",
-        "source",
-        "state",
-    )
+    __slots__ = ("_pump", "chunked", "ex", "gzip", "proto", "remaining")
 
     def __init__(
         self,
@@ -85,105 +66,42 @@ class BodyWriter:
     ) -> None:
         self.proto = proto
         self.ex = ex
-        self.source = source
         self.chunked = chunked
         self.remaining = length
         self.gzip = gzip
-        self.state = WriterState.RUNNING
-        self._waiting: Deferred[Any] | None = None
-        self._sync = False
-        self._box: Any = _EMPTY
+        self._pump = Pump(source, self, getattr(proto, "clock", None))
+
+    @property
+    def state(self) -> PumpState:
+        """The pump's state."""
+        return self._pump.state
 
     # -- IPushProducer -----------------------------------------------------------
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
         """The transport's buffer is full: stop taking."""
-        if self.state is WriterState.RUNNING:
-            self.state = WriterState.PAUSED
+        self._pump.pauseProducing()
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
         """The transport has room again: take on."""
-        if self.state is WriterState.PAUSED:
-            self.state = WriterState.RUNNING
-            if self._waiting is None:
-                self.pump()
+        self._pump.resumeProducing()
 
     def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
-        """The connection is going away: close the source."""
-        self.abandon()
-
-    # -- the pump ---------------------------------------------------------------
+        """The connection is going away: drop the source."""
+        self._pump.abandon()
 
     def pump(self) -> None:
-        """Take and write chunks while the transport accepts them (a trampoline, no recursion)."""
-        if self.source.kind is SourceKind.ITERATOR:
-            it = self.source.source
-            while self.state is WriterState.RUNNING:
-                try:
-                    chunk = next(it)
-                except StopIteration:
-                    self.finish()
-                    return
-                except Exception:
-                    self.fail(Failure())
-                    return
-                self.send(chunk)
-            return
-        while self.state is WriterState.RUNNING and self._waiting is None:
-            d = self._next()
-            self._sync = True
-            self._box = _EMPTY
-            d.addCallbacks(self._got, self._error)
-            self._sync = False
-            if self._box is _EMPTY:
-                if not d.called:
-                    self._waiting = d
-                return
-            value, self._box = self._box, _EMPTY
-            self._handle(value)
+        """Start taking and writing."""
+        self._pump.start()
 
-    def _next(self) -> Deferred[Any]:
-        if self.source.kind is SourceKind.STREAM:
-            d: Deferred[Any] = self.source.source.take(_END)
-            return d
-        return Deferred.fromCoroutine(self._anext())
+    def abandon(self) -> None:
+        """The client went away: drop the source (a stream's pending puts fire ``False``)."""
+        self._pump.abandon()
 
-    async def _anext(self) -> Any:
-        try:
-            return await self.source.source.__anext__()
-        except StopAsyncIteration:
-            return _END
+    # -- PumpSink -------------------------------------------------------------------
 
-    def _got(self, value: Any) -> None:
-        if self._sync:
-            self._box = value
-            return
-        self._waiting = None
-        if self.state is WriterState.DONE:
-            return
-        self._handle(value)
-        self.pump()
-
-    def _error(self, failure: Failure) -> None:
-        self._waiting = None
-        if self.state is not WriterState.DONE:
-            self.fail(failure)
-
-    def _handle(self, value: Any) -> None:
-        if value is _END:
-            self.finish()
-        else:
-            self.send(value)
-
-    def send(self, chunk: Any) -> None:
-        """Write one chunk (framed when chunked)."""
-        try:
-            data = to_chunk(chunk)
-        except TypeError:
-            self.fail(Failure())
-            return
-        if not data:
-            return  # an empty chunk would end a chunked body (RFC 9112 §7.1)
+    def write(self, data: bytes) -> None:
+        """Write one chunk (compressed, cut to the declared length, framed when chunked)."""
         if self.gzip is not None:
             data = self.gzip.chunk(data)
             if not data:
@@ -201,14 +119,11 @@ class BodyWriter:
                 "response body longer than its content-length; cut, connection closed ({uri})",
                 uri=self.ex.req.get("uri"),
             )
-            self.finish()
+            if self._pump.stop():
+                self.pump_done()
 
-    def finish(self) -> None:
+    def pump_done(self) -> None:
         """The body ended: write the last chunk and hand the connection back."""
-        if self.state is WriterState.DONE:
-            return
-        self.state = WriterState.DONE
-        self.source.close()
         tail = b""
         if self.gzip is not None:
             end = self.gzip.finish()
@@ -220,28 +135,7 @@ class BodyWriter:
         complete = not self.remaining  # None (no declared length) or 0
         self.proto._body_done(self.ex, complete)
 
-    def fail(self, failure: Failure) -> None:
+    def pump_failed(self, failure: Failure) -> None:
         """The source failed after the head was sent: log it and cut the connection."""
-        if self.state is WriterState.DONE:
-            return
-        self.state = WriterState.DONE
         _log.failure("response body failed ({uri})", failure, uri=self.ex.req.get("uri"))
-        self._close_source()
         self.proto._body_failed(self.ex)
-
-    def abandon(self) -> None:
-        """The client went away: close the source, cancel a pending take."""
-        if self.state is WriterState.DONE:
-            return
-        self.state = WriterState.DONE
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.addErrback(lambda _: None)
-            waiting.cancel()
-        self._close_source()
-
-    def _close_source(self) -> None:
-        try:
-            self.source.close()
-        except Exception:
-            _log.failure("closing a response body failed")

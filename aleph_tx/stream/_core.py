@@ -492,6 +492,23 @@ class Stream:
         if not self._buffer and not self._n_puts:
             self._set_drained()
 
+    def _drop(self) -> None:
+        """Close and drop every message held; pending puts fire ``False``.
+
+        For a network stream whose peer is gone for good: what was put can no longer
+        be sent, so a producer looping on ``await st.put(x)`` ends (it never waits
+        on a dead connection). Idempotent.
+        """
+        puts = []
+        while (p := self._pop_put()) is not None:
+            puts.append(p)
+        self._buffer.clear()
+        self._weight = 0
+        self.close()
+        self._set_drained()
+        for p in puts:
+            p.fire(False)
+
     def _set_drained(self) -> None:
         if self._drained:
             return

@@ -1,0 +1,76 @@
+"""Chunks of bytes, written once (pure: no Twisted, no reactor).
+
+- :func:`to_chunk`: one chunk (``bytes``, ``bytearray``, ``memoryview`` or ``str``)
+  as ``bytes``; every body, stream and transport converts with it.
+- :class:`ChunkSource`: where a body's chunks come from (an iterator, an async
+  iterator, or anything with a Manifold ``take``), its length when known, and how
+  to release it. :class:`aleph_tx._adapter.Pump` sends one to a transport.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ChunkSource", "SourceKind", "to_chunk"]
+
+
+def to_chunk(chunk: Any, encoding: str = "utf-8") -> bytes:
+    """``chunk`` as ``bytes`` (``str`` encoded with ``encoding``).
+
+    :raises TypeError: for anything but ``str`` and bytes-likes (named in the message).
+    """
+    if type(chunk) is bytes:
+        return chunk  # type: ignore[no-any-return]
+    if isinstance(chunk, str):
+        return chunk.encode(encoding)
+    if isinstance(chunk, memoryview):
+        return chunk.tobytes()
+    if isinstance(chunk, (bytes, bytearray)):
+        return bytes(chunk)
+    raise TypeError(
+        f"a chunk must be bytes, bytearray, memoryview or str, not an object of type "
+        f"{type(chunk).__name__} ({chunk!r:.80})"
+    )
+
+
+class SourceKind(enum.Enum):
+    """How a :class:`ChunkSource` yields its chunks."""
+
+    ITERATOR = "iterator"  # next(source), on the reactor thread: one chunk per call
+    ASYNC_ITERATOR = "async_iterator"  # await source.__anext__()
+    STREAM = "stream"  # source.take(default) -> Deferred (a Manifold stream)
+
+
+class ChunkSource:
+    """A body sent chunk by chunk.
+
+    :ivar kind: a :class:`SourceKind`.
+    :ivar source: the iterator, async iterator or stream.
+    :ivar length: the body length when known in advance (a path's size), else ``None``.
+    :ivar on_close: called once when the body is finished or abandoned (closes files).
+    """
+
+    __slots__ = ("kind", "length", "on_close", "source")
+
+    def __init__(
+        self,
+        kind: SourceKind,
+        source: Any,
+        length: int | None = None,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.source = source
+        self.length = length
+        self.on_close = on_close
+
+    def close(self) -> None:
+        """Release the source: close the stream, generator or file. Idempotent."""
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
+
+    def __repr__(self) -> str:
+        return f"<ChunkSource {self.kind.value} length={self.length!r} {self.source!r}>"
