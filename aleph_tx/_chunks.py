@@ -22,7 +22,7 @@ def to_chunk(chunk: Any, encoding: str = "utf-8") -> bytes:
     :raises TypeError: for anything but ``str`` and bytes-likes (named in the message).
     """
     if type(chunk) is bytes:
-        return chunk  # type: ignore[no-any-return]
+        return chunk
     if isinstance(chunk, str):
         return chunk.encode(encoding)
     if isinstance(chunk, memoryview):
