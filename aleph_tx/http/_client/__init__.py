@@ -1,0 +1,1 @@
+"""The HTTP client: request building, the pool and its connections."""

@@ -1,0 +1,1 @@
+"""The HTTP server: one handler runner (``exchange``) behind every front."""

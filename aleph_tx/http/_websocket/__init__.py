@@ -1,0 +1,1 @@
+"""WebSockets: autobahn's protocols as duplex streams, server and client."""
