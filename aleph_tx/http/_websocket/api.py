@@ -25,19 +25,19 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapCl
 from twisted.python.failure import Failure
 
 from aleph_tx.errors import ConnectionLostError
-from aleph_tx.http._websocket.options import (
-    check_close,
-    check_ping_payload,
-    check_upgrade,
-    parse_ws_url,
-    ws_options,
-)
 from aleph_tx.http._websocket.glue import (
     ClientProtocol,
     ServerProtocol,
     WebSocketStream,
     client_factory,
     server_factory,
+)
+from aleph_tx.http._websocket.options import (
+    check_close,
+    check_ping_payload,
+    check_upgrade,
+    parse_ws_url,
+    ws_options,
 )
 from aleph_tx.stream import Stream
 
