@@ -32,6 +32,8 @@ _log = Logger()
 class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-http``."""
 
+    command = "aleph-http"
+
     synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn | --wsgi pkg.mod:app] [options]"
     longdesc = (
         "Serve HTTP/1.1 with aleph_tx. Without --handler or --wsgi it serves a demo: "
@@ -167,4 +169,4 @@ def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name
             _log.info("aleph-http listening on {address}", address=_address(port))
         return server
 
-    return ServerService(start)
+    return ServerService(start, "aleph-http")
