@@ -23,6 +23,8 @@ from aleph_tx._tap._common import (
     positive_int,
 )
 from aleph_tx._tap._workers import WorkersOptions, check_workers, workers_service  # --workers
+from aleph_tx.http._ring.limits import SERVER_VERSIONS, check_versions_tls, is_tls_listen
+from aleph_tx.http._ring.versions import check_http_versions
 
 __all__ = ["Options", "makeService"]
 
@@ -103,14 +105,12 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
         if self["error-handler"]:
             options["error_handler"] = load_callable(self["error-handler"], "--error-handler")
         versions = tuple(v.strip() for v in self["http-versions"].split(",") if v.strip())
-        for v in versions:
-            if v not in ("http/1.1", "h2"):
-                raise usage.UsageError(f"--http-versions: unknown protocol {v!r} (known: http/1.1, h2)")
-        if "h2" in versions and not all(d.lower().startswith("ssl:") for d in self["listen"]):
-            raise usage.UsageError(
-                f"--http-versions {self['http-versions']!r}: h2 needs TLS (--listen ssl:...): it is negotiated with ALPN"
-            )
-        options["http_versions"] = versions or ("http/1.1",)
+        try:
+            versions = check_http_versions(versions or ("http/1.1",), SERVER_VERSIONS)
+            check_versions_tls(versions, is_tls_listen(self["listen"], None))
+        except ValueError as e:
+            raise usage.UsageError(f"--http-versions {self['http-versions']!r}: {e}") from None
+        options["http_versions"] = versions
         options["compression"] = bool(self["compression"])
         self["options"] = options
         if self["wsgi"]:

@@ -22,6 +22,8 @@ __all__ = [
     "check_header_size",
     "check_request_line",
     "check_version",
+    "check_versions_tls",
+    "is_tls_listen",
     "make_options",
 ]
 
@@ -119,6 +121,24 @@ def make_options(options: Mapping[str, Any]) -> ServerOptions:
         raise ValueError(f"http_versions must include 'http/1.1', not {versions!r}")
     merged["http_versions"] = versions
     return ServerOptions(**merged)
+
+
+def check_versions_tls(versions: Sequence[str], tls: bool) -> None:
+    """:raises ValueError: for ``h2`` (or ``h3``) without TLS: ALPN negotiates them (RFC 7301)."""
+    for v in versions:
+        if v != "http/1.1" and not tls:
+            raise ValueError(
+                f"http_versions with {v!r} needs TLS (ssl_context=, or ssl: endpoints): "
+                "it is negotiated with ALPN"
+            )
+
+
+def is_tls_listen(listen: str | Sequence[str] | None, ssl_context: Any) -> bool:
+    """Whether a ``start_server`` ``listen``/``ssl_context`` pair serves TLS only."""
+    if listen is None:
+        return ssl_context is not None
+    descriptions = [listen] if isinstance(listen, str) else list(listen)
+    return bool(descriptions) and all(d.lower().startswith("ssl:") for d in descriptions)
 
 
 def check_request_line(method_len: int, url_len: int, max_initial_line_length: int) -> int | None:

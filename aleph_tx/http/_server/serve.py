@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from aleph_tx._server import Server
 from aleph_tx._server import listen as _listen
 from aleph_tx._time import get_reactor
-from aleph_tx.http._ring.limits import make_options
+from aleph_tx.http._ring.limits import check_versions_tls, is_tls_listen, make_options
 from aleph_tx.http._server.exchange import Runner
 from aleph_tx.http._server.h1 import HTTPFactory
 
@@ -143,17 +143,8 @@ def start_server(
     runner = Runner(handler, opts, reactor)
     factory = HTTPFactory(runner)
     top: Any = factory
+    check_versions_tls(opts.http_versions, is_tls_listen(listen, ssl_context))
     if "h2" in opts.http_versions:
-        descriptions = [listen] if isinstance(listen, str) else list(listen or [])
-        tls = (
-            ssl_context is not None
-            if listen is None
-            else all(d.lower().startswith("ssl:") for d in descriptions)
-        )
-        if not tls:
-            raise ValueError(
-                "http_versions with 'h2' needs TLS (ssl_context=, or ssl: endpoints): HTTP/2 is negotiated with ALPN"
-            )
         if opts.continue_handler is not None:
             raise ValueError(
                 "continue_handler is honoured on HTTP/1.1 only: twisted.web's HTTP/2 answers "
