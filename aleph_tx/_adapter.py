@@ -3,11 +3,9 @@
 Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
 
 :class:`Receiver` (``IConsumer``, the inbound half)
-    ``write(data)`` puts ``data`` into a stream. While a put is pending, the
-    registered push producer (normally the transport) is paused; it is resumed
-    once every pending put has fired. So a connection stops reading while nobody
-    takes, and memory stays bounded by one read per connection. ``finish()``
-    closes the stream: what was received before can still be taken.
+    ``write(data)`` puts ``data`` into a stream, pausing the registered push
+    producer (normally the transport) while a put is pending: a connection stops
+    reading while nobody takes. ``finish()`` closes the stream's input.
 
 :class:`Sender` (``IPushProducer``, the outbound half)
     ``send(msg)`` writes at once while the consumer (the transport) has room and
@@ -23,11 +21,9 @@ Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
     open) and go to the Sender. ``closed`` is the output side's (after ``close()``
     or connection loss), ``drained`` the input side's.
 
-(:class:`aleph_tx._pump.Pump` is the outbound half for pulled sources: response
-and request bodies.)
-
 :class:`StreamProtocol` glues them to an ``IProtocol`` (with half-close and TLS
-handshake support); ``tcp`` subclasses it.
+handshake support); ``tcp`` subclasses it. (:class:`aleph_tx._pump.Pump` is the
+outbound half for pulled sources: response and request bodies.)
 
 IConsumer rules kept here: one producer at a time (a second ``registerProducer``
 raises :class:`RuntimeError`); ``resumeProducing`` is only called to balance a
@@ -146,11 +142,6 @@ class Receiver:
     def finished(self) -> bool:
         """``True`` once :meth:`finish` was called."""
         return self._finished
-
-    @property
-    def backlog(self) -> int:
-        """Messages received and not yet put (waiting behind a pending put)."""
-        return len(self._backlog)
 
     def write(self, data: Any) -> None:
         """Put ``data`` (after the messages already waiting); pause until it is accepted."""
