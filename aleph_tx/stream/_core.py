@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aleph_tx._time import arm_timeout, get_clock
 from aleph_tx.errors import BackpressureError
+from aleph_tx.stream._clock import early
 
 __all__ = ["MAX_PENDING", "Stream", "stream"]
 
@@ -31,13 +33,9 @@ MAX_PENDING = 16384
 _log = Logger()
 
 
-def _reactor_clock(clock: IReactorTime | None) -> IReactorTime:
-    """The clock to arm a timer on: ``clock``, else the global reactor (looked up now)."""
-    if clock is not None:
-        return clock
-    from twisted.internet import reactor
-
-    return reactor
+#: The clock lookup of this package is ``aleph_tx._time.get_clock``; this name is
+#: kept for the modules that still import it.
+_reactor_clock = get_clock
 
 
 #: ``is_deferred_type(type(x))`` is ``isinstance(x, Deferred)`` made cheap: Deferred
@@ -384,7 +382,12 @@ class Stream:
             return fired(r)
         d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(r)))
         r[-1].d = d
-        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_puts(r))
+
+        def expire() -> None:
+            if not d.called and self._withdraw_puts(r):
+                d.callback(timeout_value)
+
+        return arm_timeout(d, early(timeout), expire, clock)
 
     # -- take ------------------------------------------------------------------
 
@@ -476,7 +479,12 @@ class Stream:
         except BackpressureError as e:
             return fail(e)
         d = t.d = Deferred(t)
-        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_take(t))
+
+        def expire() -> None:
+            if not d.called and self._withdraw_take(t):
+                d.callback(timeout_value)
+
+        return arm_timeout(d, early(timeout), expire, clock)
 
     # -- close -----------------------------------------------------------------
 
@@ -614,30 +622,6 @@ def _call_safely(fn: Callable[[], object]) -> None:
         fn()
     except Exception:
         _log.failure("error in an on_closed/on_drained callback {fn!r}", fn=fn)
-
-
-def _with_timeout(
-    d: Deferred[Any],
-    timeout: float,
-    timeout_value: Any,
-    clock: IReactorTime | None,
-    withdraw: Callable[[], bool],
-) -> Deferred[Any]:
-    """Fire ``d`` with ``timeout_value`` after ``timeout`` unless it fired; cancel the timer."""
-
-    def expire() -> None:
-        if not d.called and withdraw():
-            d.callback(timeout_value)
-
-    call: IDelayedCall = _reactor_clock(clock).callLater(timeout, expire)
-
-    def disarm(result: Any) -> Any:
-        if call.active():
-            call.cancel()
-        return result
-
-    d.addBoth(disarm)
-    return d
 
 
 def stream(
