@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from aleph_tx._time import arm_timeout, get_clock
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._clock import early
-from aleph_tx.stream._fired import FAST, _Fired, fired, fired_true
+from aleph_tx.stream._fired import FAST, _Fired, _Waiting, fired, fired_true
 from aleph_tx.stream._fired import is_deferred_type as is_deferred_type
 
 __all__ = ["MAX_PENDING", "Stream", "stream"]
@@ -348,7 +348,12 @@ class Stream:
                 return fired(buf.popleft())
         elif default is None and self._plain and not self._n_puts and self._n_takes < MAX_PENDING:
             # fast path: the take waits, as a bare Deferred in the queue
-            d = Deferred(self._cancel_take)
+            if FAST:  # Deferred(self._cancel_take) without the call to Deferred.__init__
+                d = _Waiting()
+                d._callbacks = []
+                d._canceller = self._cancel_take
+            else:
+                d = Deferred(self._cancel_take)
             self._takes.append(d)
             self._n_takes += 1
             return d

@@ -1,11 +1,13 @@
-"""Deferreds born fired, for the stream's hot paths (docs/internals.rst, "Streams:
-what a message costs").
+"""Deferreds made without ``Deferred.__init__``, for the stream's hot paths
+(docs/internals.rst, "Streams: what a message costs").
 
 A put into a stream with room, or a take of a buffered message, returns a Deferred
 that has already fired. :func:`~twisted.internet.defer.succeed` costs a call to
-``Deferred.__init__`` and four attribute stores; :class:`_Fired` skips both and is
-checked against ``succeed`` at import (:func:`_check_fired`): if a Twisted release
-changes what a fired Deferred needs, the module falls back to ``succeed``.
+``Deferred.__init__`` and four attribute stores; :class:`_Fired` skips both. A take
+that waits returns a :class:`_Waiting` Deferred: ``Deferred(canceller)`` without the
+Python-level ``__init__`` call. Both are checked against Twisted's own at import
+(:func:`_check_fired`): if a Twisted release changes what a Deferred needs, the
+module falls back to ``succeed`` and ``Deferred()`` (``FAST`` is then ``False``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-__all__ = ["FAST", "fired", "fired_true", "is_deferred_type"]
+__all__ = ["FAST", "fired", "fired_true", "is_deferred_type", "waiting"]
 
 #: ``is_deferred_type(type(x))`` is ``isinstance(x, Deferred)`` made cheap: Deferred
 #: is an ``Awaitable``, so a plain ``isinstance`` runs ``ABCMeta.__instancecheck__``
@@ -55,6 +57,22 @@ class _FiredTrue(_Fired):
     result = True
 
 
+class _Waiting(Deferred[Any]):
+    """A Deferred not fired yet, made without calling ``Deferred.__init__``: the
+    caller sets the two attributes it would (``_callbacks = []``, ``_canceller``).
+    A waiting ``take()`` is one (checked by :func:`_check_fired`, like :class:`_Fired`)."""
+
+    __init__ = object.__init__
+
+
+def _fast_waiting(canceller: Callable[[Deferred[Any]], None]) -> Deferred[Any]:
+    """``Deferred(canceller)``, made as :meth:`Stream.take` makes it."""
+    d: Deferred[Any] = _Waiting()
+    d._callbacks = []
+    d._canceller = canceller
+    return d
+
+
 def _fast_fired(result: Any, _cls: Any = _Fired) -> Deferred[Any]:
     """``succeed(result)``, about three times cheaper."""
     d = _cls()
@@ -63,7 +81,8 @@ def _fast_fired(result: Any, _cls: Any = _Fired) -> Deferred[Any]:
 
 
 def _check_fired() -> bool:
-    """Whether :class:`_Fired` instances behave as ``succeed`` ones (chaining, await, cancel)."""
+    """Whether :class:`_Fired` instances behave as ``succeed`` ones, and :class:`_Waiting`
+    ones as ``Deferred(canceller)`` ones (chaining, await, cancel)."""
     try:
         probe: list[Any] = []
         a, b = _fast_fired(1), _fast_fired(1)
@@ -75,7 +94,21 @@ def _check_fired() -> bool:
         _FiredTrue().cancel()
         Deferred.fromCoroutine(_await(_fast_fired(4))).addCallback(probe.append)
         separate = a._callbacks is not b._callbacks and b.result == 1 and _FiredTrue.result is True
-        return separate and probe == [2, 3, 4]
+        # waiting ones: fired later, chained, awaited, cancelled through their canceller
+        cancelled: list[Any] = []
+        w1, w2 = _fast_waiting(cancelled.append), _fast_waiting(cancelled.append)
+        w1.addCallback(lambda v: v * 2).addCallback(probe.append)
+        Deferred.fromCoroutine(_await(w2)).addCallback(probe.append)
+        w1.callback(5)
+        w2.callback(6)
+        w3 = _fast_waiting(cancelled.append)
+        w3.addErrback(lambda f: probe.append(f.type.__name__))  # type: ignore[call-overload]
+        w3.cancel()
+        w4 = _fast_waiting(lambda d: d.callback(7))
+        w4.addCallback(probe.append)
+        w4.cancel()
+        waiting_ok = cancelled == [w3] and not w1.paused and w1._callbacks == []
+        return separate and waiting_ok and probe == [2, 3, 4, 10, 6, "CancelledError", 7]
     except Exception:
         return False
 
@@ -89,3 +122,5 @@ FAST = _check_fired()
 fired: Callable[[Any], Deferred[Any]] = _fast_fired if FAST else succeed
 #: ``fired(True)`` for the hot paths (``_Fired()`` is a fired Deferred whose result to set).
 fired_true: Callable[[], Deferred[bool]] = _FiredTrue if FAST else functools.partial(succeed, True)
+#: ``Deferred(canceller)``; the hot path (take) inlines :func:`_fast_waiting` when ``FAST``.
+waiting: Callable[[Callable[[Deferred[Any]], None]], Deferred[Any]] = _fast_waiting if FAST else Deferred

@@ -20,7 +20,17 @@ from aleph_tx._time import Timer, get_clock
 from aleph_tx.deferred import NOTHING
 from aleph_tx.stream._clock import TOLERANCE, delay_until, early
 from aleph_tx.stream._core import Stream, _PendingTake, is_deferred_type
-from aleph_tx.stream._graph import _END, PENDING, _fast_take, connect, connect_via, ready, resolve
+from aleph_tx.stream._graph import (
+    _END,
+    PENDING,
+    VALUE_TYPES,
+    _fast_take,
+    connect,
+    connect_via,
+    must_wait,
+    ready,
+    resolve,
+)
 
 __all__ = [
     "NOTHING",
@@ -50,12 +60,7 @@ def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     return fn(x)
 
 
-def _put_value(dst: Stream, value: Any, cb: Callable[[bool], object]) -> Any:
-    """Put ``value`` through the internal callback put; ``None`` is skipped."""
-    return True if value is None else dst._put_cb(value, cb)
-
-
-def _put_later(dst: Stream, value: Any) -> Any:
+def _put_later(value: Any, dst: Stream) -> Any:
     """Put ``value`` once a Deferred produced it: a Deferred result for the pump."""
     return True if value is None else dst.put(value)
 
@@ -72,12 +77,17 @@ def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
     else:
         source, fn = zip(*sources), lambda t: f(*t)
     dst = Stream(description={"op": "map"})
+    put = dst._put_cb
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
-        v = resolve(fn(msg))
-        if is_deferred_type(type(v)):
-            return v.addCallback(lambda x: _put_later(dst, x))
-        return _put_value(dst, v, cb)
+        v = fn(msg)
+        t = type(v)
+        if t not in VALUE_TYPES:
+            if v is None:
+                return True
+            if must_wait(t):
+                return resolve(v).addCallback(_put_later, dst)
+        return put(v, cb)
 
     connect_via(source, offer, dst)
     return dst
@@ -88,9 +98,10 @@ def filter(pred: Callable[[Any], Any], source: Any) -> Stream:  # noqa: A001
     dst = Stream(description={"op": "filter"})
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
-        keep = resolve(pred(msg))
-        if is_deferred_type(type(keep)):
-            return keep.addCallback(lambda k: dst.put(msg) if k else True)
+        keep = pred(msg)
+        t = type(keep)
+        if t not in VALUE_TYPES and must_wait(t):
+            return resolve(keep).addCallback(lambda k: dst.put(msg) if k else True)
         return dst._put_cb(msg, cb) if keep else True
 
     connect_via(source, offer, dst)
@@ -143,11 +154,13 @@ def _loop(source: Any, step: Callable[[Any], Any], finish: Callable[[], Any]) ->
                 if msg is _END:
                     done.callback(finish())
                     return
-                r = resolve(step(msg))
+                r = step(msg)
                 msg = PENDING
-                if is_deferred_type(type(r)) and ready(r) is PENDING:
-                    r.addCallbacks(lambda _: run(), done.errback)
-                    return
+                if r is not None and (t := type(r)) not in VALUE_TYPES and must_wait(t):
+                    r = resolve(r)
+                    if ready(r) is PENDING:
+                        r.addCallbacks(lambda _: run(), done.errback)
+                        return
         except Exception:
             done.errback(Failure())
 
@@ -162,17 +175,21 @@ def reduce(f: Callable[[Any, Any], Any], source: Any, initial: Any = NOTHING) ->
     """
     acc = initial
 
+    def store(v: Any) -> None:
+        nonlocal acc
+        acc = v
+
     def step(msg: Any) -> Any:
         nonlocal acc
         if acc is NOTHING:
             acc = msg
             return None
-
-        def store(v: Any) -> None:
-            nonlocal acc
-            acc = v
-
-        return _then(f(acc, msg), store)
+        v = f(acc, msg)
+        t = type(v)
+        if t not in VALUE_TYPES and must_wait(t):
+            return _then(v, store)
+        acc = v
+        return None
 
     def finish() -> Any:
         if acc is NOTHING:
