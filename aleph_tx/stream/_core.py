@@ -351,7 +351,7 @@ class Stream:
             if FAST:  # Deferred(self._cancel_take) without the call to Deferred.__init__
                 d = _Waiting()
                 d._callbacks = []
-                d._canceller = self._cancel_take
+                d.owner = self  # type: ignore[attr-defined]
             else:
                 d = Deferred(self._cancel_take)
             self._takes.append(d)
