@@ -750,3 +750,15 @@ def test_connect_upstream_property(n_sinks: int, closes: list[bool], upstream: b
             k.close()
             closed += 1
     assert src.closed is (upstream and closed == n_sinks)
+
+
+def test_connect_into_a_sink_past_its_pending_limit_logs_and_disconnects() -> None:
+    sink = s.stream()
+    for i in range(s.MAX_PENDING):
+        sink.put(i)
+    src = s.stream(1)
+    src.put("x")
+    s.connect(src, sink)  # the put raises BackpressureError inside the pump: not out of connect
+    assert sink.description()["pending_puts"] == s.MAX_PENDING
+    assert src.description()["buffer_count"] == 0  # taken, then the edge was dropped
+    assert not src.closed
