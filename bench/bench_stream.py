@@ -219,6 +219,24 @@ def rates(peers: dict[str, Callable[[int], None]], n: int, repeat: int) -> list[
     return rounds
 
 
+def calls_per_message(fn: Callable[[int], None], n: int = 20_480) -> tuple[float, float]:
+    """Function calls per message in ``fn`` (cProfile: Python functions, then builtins
+    and C methods), for docs/internals.rst."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn, n)
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    python = builtin = 0
+    for (filename, _, _), (_, ncalls, _, _, _) in stats.items():
+        if filename == "~":
+            builtin += ncalls
+        else:
+            python += ncalls
+    return python / n, builtin / n
+
+
 def deferreds_per_buffered_put() -> int:
     """Deferred objects allocated by one put into a stream with room (must be <= 1)."""
     st = s.stream(10)
@@ -239,8 +257,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), help="run these workloads only")
+    parser.add_argument("--costs", action="store_true", help="print function calls per message, then exit")
     parser.add_argument("--record", action="store_true", help="store the result in bench/results.json")
     args = parser.parse_args()
+    if args.costs:
+        for workload, peers in WORKLOADS.items():
+            costs = ", ".join(
+                "{} {:.1f} + {:.1f}".format(name, *calls_per_message(fn))
+                for name, fn in peers.items()
+                if not name.startswith("asyncio")
+            )
+            print(f"{workload:18} calls per message (Python + builtin): {costs}")
+        return
     print(f"messages: {args.n}, medians of {args.repeat} interleaved rounds")
     measured: dict[str, dict[str, float]] = {}
     for workload, peers in WORKLOADS.items():

@@ -222,7 +222,11 @@ class _Node:
                         self._failed(edge, e)
                         continue
                     if r is not True:
-                        self._put_result(edge, r)
+                        if r.__class__ is list:  # a pending put of a plain sink
+                            self.in_flight = 1
+                            edge.pending = r
+                        else:
+                            self._put_result(edge, r)
                 else:
                     self.deliver(msg)
         finally:
