@@ -287,3 +287,31 @@ def run_against_the_model(ops: list[tuple[Any, ...]], size: int) -> None:
         len(model.puts),
         len(model.takes),
     )
+
+
+def test_pipelines_make_no_deferred_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    init = Deferred.__init__
+
+    def counting_init(self: Deferred[Any], canceller: Any = None) -> None:
+        made.append(type(self).__name__)
+        init(self, canceller)
+
+    monkeypatch.setattr(Deferred, "__init__", counting_init)
+    for name in ("fired", "fired_true", "_Fired", "_Waiting"):
+        made_by = getattr(_core, name)
+        monkeypatch.setattr(_core, name, lambda *a, _f=made_by, _n=name: (made.append(_n), _f(*a))[1])
+    n = 1_000
+    s.stream(1).put(1)  # counted once: the counter works
+    # connect: two hand-offs per message; map x3 + reduce: four
+    out: list[int] = []
+    dst = s.stream(16)
+    s.connect(s.from_iterable(range(n)), dst)
+    done = s.consume(out.append, dst)
+    total = s.reduce(
+        lambda a, b: a + b, s.map(lambda x: x + 1, s.map(int, s.map(abs, s.from_iterable(range(n)))))
+    )
+    assert out == list(range(n))
+    assert result_of(total) == sum(range(1, n + 1))
+    assert result_of(done) is True
+    assert 0 < len(made) < 20, made  # a few per pipeline (its final Deferreds), none per message
