@@ -1,4 +1,5 @@
-"""Deadlines on a clock whose readings are floats (docs/internals.rst, "Streams: time").
+"""Deadlines on a clock whose readings are floats (docs/internals.rst, "Time: deadlines
+on float clocks").
 
 Float time is inexact: ten steps of 0.1 add up to 0.9999999999999999, so a timer
 armed at 0.7 for 0.3 (due at 1.0) would fire a step late under
