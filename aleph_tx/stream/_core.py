@@ -36,10 +36,9 @@ MAX_PENDING = 16384
 
 _log = Logger()
 
-# Names other modules of aleph_tx import from here.
-_reactor_clock = get_clock  # the clock lookup is aleph_tx._time.get_clock
+# Names aleph_tx._adapter imports from here (the clock lookup is aleph_tx._time.get_clock).
+_reactor_clock = get_clock
 _fired_true = fired_true
-_FAST = FAST
 
 
 def _discard(_: object) -> None:
@@ -83,10 +82,6 @@ class _PendingTake:
     def __call__(self, _: object) -> None:
         """The canceller of its Deferred (no closure per take): withdraw this take."""
         self.stream._withdraw_take(self)
-
-
-#: Internal, for the trampolines that cannot tell a message from "nothing yet".
-EMPTY: Any = object()
 
 
 class Stream:
@@ -240,7 +235,9 @@ class Stream:
     def _put_cb(self, msg: Any, cb: Callable[[bool], object]) -> Any:
         """Internal put: ``True``/``False`` if decided now, else a marker of the pending
         put (``cb(result)`` is called once, when it is decided). Raises BackpressureError."""
-        if self._plain and msg is not None:  # the fast path of put(), with no Deferred
+        # The fast path of put() without its Deferred, written out in both so that
+        # neither pays a call more per message.
+        if self._plain and msg is not None:
             if self._n_takes:
                 t = self._takes.popleft()
                 if t.called:
@@ -357,15 +354,19 @@ class Stream:
             self._takes.append(d)
             self._n_takes += 1
             return d
+        return self._take_deferred(default)[0]
+
+    def _take_deferred(self, default: Any) -> tuple[Deferred[Any], _PendingTake | None]:
+        """The general take: its Deferred, and its pending entry if it waits."""
         try:
             r = self._take_cb(default, None)
         except BackpressureError as e:
-            return fail(e)
+            return fail(e), None
         if r.__class__ is not _PendingTake:
-            return fired(r)
-        d = Deferred(r)
+            return fired(r), None
+        d: Deferred[Any] = Deferred(r)
         r.fire = d.callback
-        return d
+        return d, r
 
     def _take_cb(self, default: Any, cb: Callable[[Any], object] | None) -> Any:
         """Internal take: the message (or ``default``) if here, else the pending
@@ -428,17 +429,12 @@ class Stream:
     ) -> Deferred[Any]:
         """Like :meth:`take`; fires ``timeout_value`` (the take withdrawn) if nothing arrives in time."""
         _check_timeout(timeout)
-        try:
-            t = self._take_cb(default, None)
-        except BackpressureError as e:
-            return fail(e)
-        if t.__class__ is not _PendingTake:
-            return fired(t)
-        d: Deferred[Any] = Deferred(t)
-        t.fire = d.callback
+        d, entry = self._take_deferred(default)
+        if entry is None:
+            return d
 
         def expire() -> None:
-            if not d.called and self._withdraw_take(t):
+            if not d.called and self._withdraw_take(entry):
                 d.callback(timeout_value)
 
         return arm_timeout(d, early(timeout), expire, clock)
