@@ -265,6 +265,8 @@ class Stream:
             raise ValueError("None is not a valid message")
         if self._closed:
             return False
+        if self._n_puts >= MAX_PENDING:  # puts wait, so this one would (checked before any effect)
+            raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
         if self._xform is None:
             msgs: Iterable[Any] = (msg,)
         else:
@@ -285,8 +287,7 @@ class Stream:
                 entries.append([m, _discard])
         if not entries:
             return True
-        if self._n_puts + len(entries) > MAX_PENDING:
-            raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
+        # The limit counts puts: one put expanding into more messages (a burst) waits whole.
         entries[-1][_FIRE] = fire
         self._puts.extend(entries)
         self._n_puts += len(entries)
