@@ -208,9 +208,7 @@ class Stream:
         if self._plain and msg is not None:
             if self._n_takes:
                 t = self._takes.popleft()
-                if t.called:
-                    t = self._next_take()
-                if t is not None:
+                if not t.called or (t := self._next_take()) is not None:
                     self._n_takes -= 1
                     t.callback(msg)
                     return fired_true()
@@ -240,9 +238,7 @@ class Stream:
         if self._plain and msg is not None:
             if self._n_takes:
                 t = self._takes.popleft()
-                if t.called:
-                    t = self._next_take()
-                if t is not None:
+                if not t.called or (t := self._next_take()) is not None:
                     self._n_takes -= 1
                     t.callback(msg)
                     return True
@@ -296,11 +292,8 @@ class Stream:
     def _pop_take(self) -> Any:
         """The oldest live pending take, popped and counted out (``None`` if none)."""
         t = self._takes.popleft()
-        if t.called:
-            t = self._next_take()
-            if t is None:
-                return None
-        self._n_takes -= 1
+        if not t.called or (t := self._next_take()) is not None:
+            self._n_takes -= 1
         return t
 
     def _has_room(self) -> bool:
