@@ -1,6 +1,6 @@
 """Time, written once: the reactor lookup, one-shot timeouts and restartable timers.
 
-Every timer of aleph_tx goes through here (API.md: every timer takes an optional
+Every timer of aleph_tx goes through here (the contract: every timer takes an optional
 ``clock``; ``None`` is the global reactor, looked up when the timer is armed; once
 the result is in, the timer is cancelled, so no delayed call is left behind).
 
