@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx._time import arm_timeout, get_clock
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._clock import early
 from aleph_tx.stream._fired import FAST, _Fired, _Waiting, fired, fired_true
@@ -36,9 +36,7 @@ MAX_PENDING = 16384
 
 _log = Logger()
 
-# Names aleph_tx._adapter imports from here (the clock lookup is aleph_tx._time.get_clock).
-_reactor_clock = get_clock
-_fired_true = fired_true
+_fired_true = fired_true  # the name aleph_tx._adapter imports
 
 
 def _discard(_: object) -> None:
