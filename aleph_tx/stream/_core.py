@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 
 from aleph_tx._time import arm_timeout
 from aleph_tx.errors import BackpressureError
-from aleph_tx.stream._clock import early
 from aleph_tx.stream._fired import FAST, _Fired, _Waiting, fired, fired_true
 from aleph_tx.stream._fired import is_deferred_type as is_deferred_type
 
@@ -321,7 +320,7 @@ class Stream:
             if not d.called and self._withdraw_puts(entries):
                 d.callback(timeout_value)
 
-        return arm_timeout(d, early(timeout), expire, clock)
+        return arm_timeout(d, timeout, expire, clock)
 
     # -- take ------------------------------------------------------------------
 
@@ -429,7 +428,7 @@ class Stream:
             if not d.called and self._withdraw_take(entry):
                 d.callback(timeout_value)
 
-        return arm_timeout(d, early(timeout), expire, clock)
+        return arm_timeout(d, timeout, expire, clock)
 
     # -- close -----------------------------------------------------------------
 

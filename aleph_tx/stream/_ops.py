@@ -16,9 +16,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from aleph_tx._time import Timer, get_clock
+from aleph_tx._time import TOLERANCE, Timer, get_clock
 from aleph_tx.deferred import NOTHING
-from aleph_tx.stream._clock import TOLERANCE, delay_until, early
 from aleph_tx.stream._core import Stream, _PendingTake, is_deferred_type
 from aleph_tx.stream._graph import (
     _END,
@@ -240,7 +239,7 @@ def batch(max_size: int, max_latency: float, source: Any, clock: IReactorTime | 
         if acc:
             flush()
 
-    timer = Timer(early(max_latency), expire, clock)
+    timer = Timer(max_latency, expire, clock)
 
     def offer(msg: Any, _cb: object = None) -> Any:
         acc.append(msg)
@@ -306,7 +305,7 @@ def throttle(max_rate: float, source: Any, clock: IReactorTime | None = None) ->
             return dst._put_cb(msg, cb)
         d: Deferred[Any] = Deferred()
         held[:] = [msg, d]
-        timer.start(delay_until(clk, clk.seconds() + wait))
+        timer.start_at(clk.seconds() + wait)
         return d.addCallback(dst.put)
 
     dst.on_closed(timer.stop)
@@ -354,10 +353,10 @@ def periodically(
             # the first call due strictly after now (the ones passed are skipped)
             passed = math.floor((clk.seconds() - start + TOLERANCE) / period)
             due = max(due + 1, passed + 1)
-            timer.start(delay_until(clk, start + due * period))
+            timer.start_at(start + due * period)
 
     timer = Timer(None, tick, clock)
-    timer.start(early(initial_delay))
+    timer.start(initial_delay)
     dst.on_closed(timer.stop)
     return dst
 
