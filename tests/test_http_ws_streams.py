@@ -159,7 +159,9 @@ async def test_heartbeat_pong_keeps_the_connection_and_traffic_delays_pings(serv
     clock.advance(5)
     await until(lambda: raw.data.endswith(b"\x89\x00"))
     raw.write(frame(10, b""))  # the pong
-    await until(lambda: len(clock.getDelayedCalls()) == 1 and abs(clock.getDelayedCalls()[0].getTime() - 15) < 1e-6)
+    await until(
+        lambda: len(clock.getDelayedCalls()) == 1 and abs(clock.getDelayedCalls()[0].getTime() - 15) < 1e-6
+    )
     clock.advance(2)
     assert not conn.closed
     raw.write(frame(8, (1000).to_bytes(2, "big")))
