@@ -39,12 +39,20 @@ from _faults import (
     ws_frame,
 )
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 
 from aleph_tx import stream as s
 from aleph_tx import tls
 from aleph_tx.errors import BackpressureError
-from aleph_tx.http import make_site, start_server, to_resource, websocket_client, websocket_connection
+from aleph_tx.http import (
+    connection_pool,
+    get,
+    make_site,
+    start_server,
+    to_resource,
+    websocket_client,
+    websocket_connection,
+)
 from aleph_tx.stream import MAX_PENDING
 
 _PEM: list[bytes] = []
@@ -507,3 +515,103 @@ async def test_ssl_context_can_serve_twice() -> None:
         await pipe.settle()
         assert client.received.endswith(b"\r\n\r\n" + answer), client.received[-80:]
         await close_within_shutdown_timeout(srv, clock, [pipe])
+
+
+# -- found while writing these: bursts in one read on request and response bodies -------------
+#
+# The defect 4 pattern (one put per message of a read, more than MAX_PENDING of them
+# pending) on the other message-framed streams: a request body of small chunks, a
+# client response body of small chunks. Past 16,384 waiting puts the rest is dropped
+# with a BackpressureError logged. A socket read of 64-256 KiB stays under that; one
+# dataReceived of more (an in-memory transport, a future read size) does not.
+
+_N_CHUNKS = 30000
+_CHUNKED = b"".join(b"8\r\n%08d\r\n" % i for i in range(_N_CHUNKS)) + b"0\r\n\r\n"
+_CHUNKS_DATA = b"".join(b"%08d" % i for i in range(_N_CHUNKS))
+
+
+def _collecting_handler(release: Deferred[None]) -> Any:
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        await release  # nobody takes while the burst arrives
+        data = b"".join(await s.collect(req["body"]))
+        return {"body": b"same" if data == _CHUNKS_DATA else b"%d bytes" % len(data)}
+
+    return handler
+
+
+@pytest.mark.parametrize("front", ["http/1.1", "to_resource"])
+@pytest_twisted.ensureDeferred
+async def test_request_body_burst_in_one_read_all_arrives(front: str, logged: LoggedFailures) -> None:
+    release: Deferred[None] = Deferred()
+    clock = ThreadedClock()
+    if front == "http/1.1":
+        start_server(_collecting_handler(release), reactor=clock)
+        factory = server_factory(clock)
+    else:
+        factory = make_site(to_resource(_collecting_handler(release)))
+    client = RawClient()
+    pipe = Pipe(factory, client, clock)
+    client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED)
+    await pipe.settle()
+    release.callback(None)
+    await until(lambda: client.received.endswith((b"same", b"bytes")) or pipe.closed, "the answer", [pipe])
+    assert client.received.endswith(b"same"), f"the handler got {client.received[-20:]!r} of the body"
+    assert not logged.of(BackpressureError), logged.of(BackpressureError)[0]
+    pipe.abort_client()
+    await pipe.settle()
+
+
+class _ChunkedAnswer(Protocol):
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if b"\r\n\r\n" in data:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_response_body_burst_in_one_read_all_arrives(logged: LoggedFailures) -> None:
+    clock = ThreadedClock()
+    pool = connection_pool(clock=clock)
+    d = get("http://127.0.0.1:8080/", as_="stream", reactor=clock, pool=pool)
+    pipe = Pipe(Factory.forProtocol(_ChunkedAnswer), client_factory(clock), clock)
+    await until(lambda: d.called, "the response", [pipe])
+    body = (await d)["body"]
+    got = bytearray()
+    while True:
+        t = body.take()
+        if not t.called:
+            await pipe.settle()
+            if not t.called:
+                break
+        if t.result is None:
+            break
+        got += t.result
+    assert bytes(got) == _CHUNKS_DATA, f"{len(got)} of {len(_CHUNKS_DATA)} bytes arrived"
+    assert not logged.of(BackpressureError), logged.of(BackpressureError)[0]
+    pipe.abort_server()
+    await pipe.settle()
+    pool.close()
+
+
+# -- found while writing these: an empty chunk at the end of an HTTP/2 request body --------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_http2_request_body_has_no_empty_chunks() -> None:
+    """An empty DATA frame that ends the stream (RFC 9113 §6.1 allows it) is no message."""
+    chunks: list[bytes] = []
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        chunks.extend(await s.collect(req["body"]))
+        return {"body": "ok"}
+
+    srv, clock = h2(handler)
+    pipe, client = h2_pipe(clock)
+    await pipe.settle()
+    sid = client.request("POST", "/", b"hello", end=False)
+    client.send_data(sid, b"", end=True)
+    await pipe.settle()
+    assert client.responses[sid]["status"] == 200
+    assert b"".join(chunks) == b"hello"
+    assert b"" not in chunks, f"the body stream delivered an empty chunk: {chunks!r}"
+    await close_within_shutdown_timeout(srv, clock, [pipe])
