@@ -63,6 +63,8 @@ class ThreadedClock(MemoryReactorClock):
     def getThreadPool(self) -> ThreadPool:  # noqa: N802 - Twisted's name
         if self._pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=4, name="faults")
+            # daemon threads: one stuck for good (a hang under test) cannot hold the process
+            self._pool.threadFactory = _daemon_thread  # type: ignore[method-assign]
             self._pool.start()
         return self._pool
 
@@ -90,11 +92,27 @@ class ThreadedClock(MemoryReactorClock):
         """Worker threads still running a task."""
         return 0 if self._pool is None else len(self._pool.working)
 
-    def stop_threads(self) -> None:
-        """Stop the pool (its threads must be idle, or this waits for them)."""
-        if self._pool is not None:
-            self._pool.stop()
-            self._pool = None
+    def stop_threads(self, seconds: float = 5.0) -> None:
+        """Stop the pool, running what its threads ask of the reactor meanwhile.
+
+        :raises AssertionError: if a thread is still busy after ``seconds`` (it is left
+            behind, a daemon: the hang is the test's failure, not the process's).
+        """
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        deadline = global_reactor.seconds() + seconds
+        while pool.working and global_reactor.seconds() < deadline:
+            self.run_thread_calls(wait=0.01)
+        if pool.working:
+            raise AssertionError(
+                f"{len(pool.working)} worker thread(s) still busy {seconds:g} s after the test"
+            )
+        pool.stop()
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
 
 
 class End(StringTransport):
@@ -364,12 +382,28 @@ class H2Client(Protocol):
         sid: int = self.conn.get_next_available_stream_id()
         head = [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost")]
         head += list(headers)
-        self.responses[sid] = {"status": None, "headers": {}, "body": b"", "ended": False, "reset": None}
+        self.responses[sid] = {
+            "status": None,
+            "headers": {},
+            "body": b"",
+            "ended": False,
+            "reset": None,
+            "heads": 0,
+        }
         self.conn.send_headers(sid, head, end_stream=body is None and end)
         if body is not None:
             self.send_data(sid, body, end)
         self._flush()
         return sid
+
+    def partial_request(self, method: str, path: str) -> None:
+        """Write half of a request's HEADERS frame (a head that never completes)."""
+        sid = self.conn.get_next_available_stream_id()
+        head = [(":method", method), (":path", path), (":scheme", "https"), (":authority", "localhost")]
+        self.conn.send_headers(sid, head, end_stream=True)
+        data = self.conn.data_to_send()
+        assert self.transport is not None
+        self.transport.write(data[: len(data) // 2])
 
     def send_data(self, sid: int, data: bytes, end: bool = False) -> None:
         """Send ``data`` on stream ``sid`` in frames of the peer's maximum size."""
@@ -390,6 +424,7 @@ class H2Client(Protocol):
         for ev in evs:
             r = self.responses.get(getattr(ev, "stream_id", 0) or 0)
             if isinstance(ev, events.ResponseReceived) and r is not None:
+                r["heads"] += 1
                 hdrs = dict(ev.headers)
                 r["status"] = int(hdrs.pop(":status"))
                 r["headers"] = hdrs
@@ -426,21 +461,53 @@ def head(data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 class Tracker:
-    """Follows what a handler started, so a test can check that all of it ended."""
+    """Follows what handlers started, so a test can check that all of it ended.
+
+    ``calls`` counts handler runs per path (a request run twice shows), ``deferreds``
+    and ``puts`` must all have fired, ``streams`` all be closed, ``running`` threads
+    all have returned; ``errors`` are rules a handler saw broken. Thread handlers
+    block until :attr:`release` is set.
+    """
 
     def __init__(self) -> None:
-        self.calls = 0
+        import collections
+
+        self.calls: collections.Counter[str] = collections.Counter()
         self.deferreds: list[Deferred[Any]] = []
         self.puts: list[Deferred[Any]] = []
         self.streams: list[Any] = []
-        self.threads: list[str] = []
+        self.errors: list[str] = []
+        self.running = 0
+        self.entered = threading.Event()
         self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def enter_thread(self) -> bool:
+        """A thread handler starts: ``False`` (and an error) if it runs on the reactor thread."""
+        if threading.current_thread() is threading.main_thread():
+            self.errors.append("a thread handler ran on the reactor thread")
+            return False
+        with self._lock:
+            self.running += 1
+        self.entered.set()
+        return True
+
+    def leave_thread(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+    def block(self) -> None:
+        """Called in a worker thread: wait for :attr:`release` (bounded)."""
+        if not self.release.wait(10):
+            self.errors.append("a blocked thread handler was never released")
 
     def pending(self) -> list[str]:
-        """What has not ended: Deferreds not fired, streams not closed."""
+        """What has not ended: Deferreds not fired, streams not closed, threads running."""
         out = [f"Deferred {d!r}" for d in self.deferreds if not d.called]
         out += [f"put {d!r}" for d in self.puts if not d.called]
         out += [f"stream {st!r}" for st in self.streams if not st.closed]
+        if self.running:
+            out.append(f"{self.running} thread handler(s) still running")
         return out
 
 
