@@ -112,7 +112,7 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
         options["compression"] = bool(self["compression"])
         self["options"] = options
         if self["wsgi"]:
-            from aleph_tx.http._wsgi import wrap_wsgi
+            from aleph_tx.http import wrap_wsgi
 
             self["app"] = wrap_wsgi(load_callable(self["wsgi"], "--wsgi"))
         elif self["handler"]:
@@ -154,7 +154,7 @@ def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name
     """
     if options["workers"] > 1:  # --workers: N processes sharing the port (_workers.py)
         return workers_service("aleph-http", options)
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http import start_server
 
     def start() -> Any:
         app = options["app"]

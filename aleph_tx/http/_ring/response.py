@@ -1,7 +1,8 @@
-"""The Ring core (pure): request dicts in, response heads out.
+"""Response heads (pure): validated header lines, status lines, dates, whole responses.
 
-Every front (the HTTP/1.1 protocol, the twisted.web resource, the testing helper)
-builds requests and encodes responses with these functions, so they behave alike.
+The HTTP/1.1 front writes what :func:`head_bytes` and :func:`whole_response` frame;
+the other fronts use the validated lines (:func:`encode_headers`) and frame them
+their own way. A header is validated once: its encoded line is cached.
 """
 
 from __future__ import annotations
@@ -9,20 +10,20 @@ from __future__ import annotations
 import http
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any
 
 __all__ = [
     "NO_BODY_STATUSES",
-    "build_request",
     "date_line",
     "encode_headers",
-    "headers_dict",
+    "head_bytes",
     "http_date",
     "response_parts",
-    "split_target",
+    "simple_response",
     "status_line",
+    "whole_response",
 ]
 
 #: Statuses that never carry a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
@@ -34,91 +35,10 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 _name_cache: dict[str, bytes] = {}
-#: ``(name, value) -> b"name: value\r\n"`` for validated plain headers (bounded);
-#: the HTTP/1.1 fast path uses it, so a header is validated once.
+#: ``(name, value) -> b"name: value\r\n"`` for validated plain headers (bounded):
+#: a header is validated once.
 _LINE_CACHE: dict[tuple[str, str], bytes] = {}
-#: status -> status line; only statuses that may carry a body (the fast path's).
-_STATUS_CACHE: dict[int, bytes] = {}
 _status_lines: dict[int, bytes] = {}
-
-
-def headers_dict(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers as Ring wants them: lower-case names, repeats joined with ``", "``.
-
-    :param pairs: ``(name, value)`` as received (ISO-8859-1, RFC 9110 §5.5).
-    """
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in pairs:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        old = headers.get(name)
-        headers[name] = value if old is None else f"{old}, {value}"
-    return headers
-
-
-def split_target(target: bytes) -> tuple[str, str | None]:
-    """``(path, query_string)`` of a request target; the query is kept raw (not decoded).
-
-    The absolute form (``http://host/path``, RFC 9112 §3.2.2) is reduced to its path.
-    """
-    text = target.decode("latin-1")
-    if text[:1] != "/" and "://" in text:
-        rest = text.split("://", 1)[1]
-        slash = rest.find("/")
-        query = rest.find("?")
-        if slash < 0 or (0 <= query < slash):
-            text = "/" + (rest[query:] if query >= 0 else "")
-        else:
-            text = rest[slash:]
-    path, sep, query_string = text.partition("?")
-    path = path.partition("#")[0]
-    return path, (query_string.partition("#")[0] if sep else None)
-
-
-def build_request(
-    method: str,
-    target: bytes,
-    headers: dict[str, str],
-    body: Any,
-    scheme: str = "http",
-    server_name: str = "localhost",
-    server_port: int = 80,
-    remote_addr: str = "",
-    protocol: str = "HTTP/1.1",
-    keep_alive: bool = True,
-) -> dict[str, Any]:
-    """A Ring request dict with every key of API.md.
-
-    :param method: the method as received (any case; stored lower-case).
-    :param target: the request target bytes (``/path?query``).
-    :param headers: from :func:`headers_dict`.
-    :param body: ``None`` or a :class:`~aleph_tx.stream.Stream` of ``bytes`` chunks.
-    :param server_name: the server's own name; the ``Host`` header's name wins.
-    """
-    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
-        uri, query_string = target.decode("latin-1"), None
-    else:
-        uri, query_string = split_target(target)
-    host = headers.get("host")
-    if host:
-        # RFC 9110 §7.2: Host = uri-host [ ":" port ]; an IPv6 literal is bracketed.
-        if host.startswith("["):
-            server_name = host[: host.find("]") + 1] or host
-        else:
-            server_name = (host.rpartition(":")[0] or host) if ":" in host else host
-    return {
-        "request_method": method.lower(),
-        "uri": uri,
-        "query_string": query_string,
-        "headers": headers,
-        "body": body,
-        "scheme": scheme,
-        "server_name": server_name,
-        "server_port": server_port,
-        "remote_addr": remote_addr,
-        "protocol": protocol,
-        "keep_alive": keep_alive,
-    }
 
 
 def status_line(status: int) -> bytes:
@@ -137,8 +57,6 @@ def status_line(status: int) -> bytes:
         reason = "Unknown"
     line = f"HTTP/1.1 {status} {reason}\r\n".encode("ascii")
     _status_lines[status] = line
-    if status not in NO_BODY_STATUSES:
-        _STATUS_CACHE[status] = line
     return line
 
 
@@ -191,7 +109,7 @@ def encode_headers(headers: Mapping[str, Any] | None) -> tuple[list[bytes], dict
     seen: dict[str, str] = {}
     if not headers:
         return lines, seen
-    if not isinstance(headers, Mapping):
+    if type(headers) is not dict and not isinstance(headers, Mapping):
         raise TypeError(f"response headers must be a dict, not {headers!r}")
     for name, value in headers.items():
         if type(value) is str:
@@ -221,9 +139,13 @@ def response_parts(response: Any) -> tuple[int, Mapping[str, Any] | None, Any]:
     :raises TypeError: for a response that is not a dict or ``None``.
     :raises ValueError: for a status outside 100–999.
     """
-    if response is None:
+    if type(response) is dict:
+        status = response.get("status", 200)
+        if type(status) is int and 100 <= status <= 999:  # the common case, checked once
+            return status, response.get("headers"), response.get("body")
+    elif response is None:
         return 204, None, None
-    if not isinstance(response, dict):
+    elif not isinstance(response, dict):
         raise TypeError(f"a handler must return a response dict or None, not {response!r}")
     status = response.get("status", 200)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
@@ -232,7 +154,7 @@ def response_parts(response: Any) -> tuple[int, Mapping[str, Any] | None, Any]:
 
 
 class _DateCache:
-    """The ``Date`` header value (RFC 9110 §6.6.1), formatted at most once a second."""
+    """The ``Date`` header (RFC 9110 §6.6.1), formatted at most once a second."""
 
     __slots__ = ("line", "second", "value")
 
@@ -241,24 +163,87 @@ class _DateCache:
         self.value = b""
         self.line = b""
 
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.value = formatdate(now, usegmt=True).encode("ascii")
-            self.line = b"date: " + self.value + b"\r\n"
-        return self.value
+    def update(self, now: int) -> None:
+        self.second = now
+        self.value = formatdate(now, usegmt=True).encode("ascii")
+        self.line = b"date: " + self.value + b"\r\n"
 
 
-_date_cache = _DateCache()
+_date = _DateCache()
 
 
 def http_date() -> bytes:
     """The current time as an HTTP date (``Wed, 25 Nov 2026 10:00:00 GMT``)."""
-    return _date_cache.get()
+    now = int(time.time())
+    if now != _date.second:
+        _date.update(now)
+    return _date.value
 
 
 def date_line() -> bytes:
     """``date: <now>\\r\\n``."""
-    _date_cache.get()
-    return _date_cache.line
+    now = int(time.time())
+    if now != _date.second:
+        _date.update(now)
+    return _date.line
+
+
+def head_bytes(
+    status: int, lines: list[bytes], seen: Mapping[str, str], framing: bytes, keep: bool, version10: bool
+) -> list[bytes]:
+    """The pieces of an HTTP/1.1 response head (joined by the caller with the body).
+
+    :param lines: validated header lines (:func:`encode_headers`, framing left out).
+    :param seen: the values :func:`encode_headers` reported (a handler's ``date`` wins).
+    :param framing: ``content-length: N\\r\\n``, ``transfer-encoding: chunked\\r\\n`` or ``b""``.
+    :param keep: keep the connection open afterwards (else ``connection: close``).
+    :param version10: an HTTP/1.0 request (keep-alive must be said, RFC 9112 §9.3).
+    """
+    parts = [_status_lines.get(status) or status_line(status), *lines]
+    if "date" not in seen:
+        parts.append(date_line())
+    if framing:
+        parts.append(framing)
+    if not keep:
+        parts.append(b"connection: close\r\n")
+    elif version10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return parts
+
+
+def whole_response(
+    status: int,
+    lines: list[bytes],
+    seen: Mapping[str, str],
+    body: bytes,
+    keep: bool,
+    head: bool,
+    version10: bool,
+) -> bytes:
+    """A complete HTTP/1.1 response whose body is all here (one write).
+
+    A status without a body (RFC 9110 §6.4.1) sends none and no length; a ``HEAD``
+    answer gets the length the body has, or the handler's ``content-length`` when it
+    gave no body (RFC 9110 §9.3.2).
+    """
+    if status in NO_BODY_STATUSES:
+        framing = b""
+    else:
+        length = len(body)
+        if head and not body:
+            declared = seen.get("content-length")
+            if declared is not None and declared.isdigit():
+                length = int(declared)
+        framing = b"content-length: %d\r\n" % length
+    parts = head_bytes(status, lines, seen, framing, keep, version10)
+    if body and not head and framing:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def simple_response(status: int, keep_alive: bool = False) -> bytes:
+    """A complete plain-text response for ``status`` (protocol errors: no internals leak)."""
+    reason = status_line(status).split(b" ", 2)[2].strip()
+    lines = [b"content-type: text/plain; charset=utf-8\r\n"]
+    return whole_response(status, lines, {}, reason, keep_alive, False, False)
