@@ -400,6 +400,7 @@ async def test_9_a_complete_head_is_not_timed_out_while_the_handler_runs() -> No
     client = RawClient()
     pipe = Pipe(server_factory(clock), client, clock)
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await pipe.settle()
     await _advance(clock, pipe, 30, step=5)
     assert not pipe.closed, "header_timeout cut a request whose head was complete"
     release.callback(None)
