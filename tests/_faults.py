@@ -123,13 +123,11 @@ class End(StringTransport):
         self.aborted = False
         self.lost = False
         self.paused_by_pipe = False
-        self.written = 0
         self.protocol: Any = None
 
     def write(self, data: bytes) -> None:
         if self.lost or self.disconnecting:
             return  # as Twisted: writes after loseConnection go nowhere
-        self.written += len(data)
         super().write(data)
         # as Twisted's FileDescriptor: past the buffer size, pause the streaming producer
         # (the Pipe resumes it once the bytes were delivered)
@@ -180,10 +178,6 @@ class RawClient(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: N802, B008
         self.lost_reason = reason
-
-    @property
-    def lost(self) -> bool:
-        return self.lost_reason is not None
 
 
 class Pipe:
@@ -605,94 +599,3 @@ class RawWSServer(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: N802, B008
         self.lost_reason = reason
-
-
-class _ProxyServer(Protocol):
-    """The client's side of one proxied connection (Twisted's port-forward, with flow control)."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.peer: _ProxyClient | None = None
-        self.early: list[bytes] = []
-
-    def connectionMade(self) -> None:  # noqa: N802
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-        assert self.transport is not None
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
-        self.proxy.conns.append(self)
-        endpoint = TCP4ClientEndpoint(global_reactor, "127.0.0.1", self.proxy.target)
-        connectProtocol(endpoint, _ProxyClient(self)).addErrback(lambda _: self.abort())
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self.peer is None or self.peer.transport is None:
-            self.early.append(data)
-        else:
-            self.peer.transport.write(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: N802, B008
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.loseConnection()
-
-    def abort(self) -> None:
-        for t in (self.transport, self.peer.transport if self.peer is not None else None):
-            if t is not None:
-                t.abortConnection()  # type: ignore[attr-defined]
-
-
-class _ProxyClient(Protocol):
-    """The server's side of one proxied connection."""
-
-    def __init__(self, server: _ProxyServer) -> None:
-        self.server = server
-
-    def connectionMade(self) -> None:  # noqa: N802
-        server = self.server
-        server.peer = self
-        assert self.transport is not None and server.transport is not None
-        # each side's transport pauses the other's reading when its buffer is full
-        self.transport.registerProducer(server.transport, True)  # type: ignore[attr-defined]
-        server.transport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
-        for data in server.early:
-            self.transport.write(data)
-        server.early = []
-        server.transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        assert self.server.transport is not None
-        self.server.transport.write(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: N802, B008
-        if self.server.transport is not None:
-            self.server.transport.loseConnection()
-
-
-class Proxy:
-    """A TCP forwarder on 127.0.0.1 in front of ``target``, to act below a stream.
-
-    ``inject(data, to_server)`` writes bytes into the newest connection as if its
-    peer had sent them (one write: a burst); ``kill()`` aborts every connection
-    through it, both sides at once (a peer gone for good).
-    """
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.conns: list[_ProxyServer] = []
-        self.listening = global_reactor.listenTCP(
-            0, Factory.forProtocol(lambda: _ProxyServer(self)), interface="127.0.0.1"
-        )
-        self.port: int = self.listening.getHost().port
-
-    def inject(self, data: bytes, to_server: bool) -> None:
-        conn = self.conns[-1]
-        target = conn.peer.transport if to_server and conn.peer is not None else conn.transport
-        assert target is not None, "the newest proxied connection is not connected"
-        target.write(data)
-
-    def kill(self) -> None:
-        for conn in self.conns:
-            conn.abort()
-
-    async def close(self) -> None:
-        self.kill()
-        await self.listening.stopListening()

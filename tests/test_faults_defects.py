@@ -12,6 +12,10 @@ fault lands at an exact point and time is a ``Clock``. The process-level defects
 - 8: two ``Host`` headers; the absolute-form target's authority.
 - 9: ``header_timeout`` (default 60 s; 408 with a partial head, silent without).
 - 12: a response-body ``Stream`` whose client went away: pending puts fire ``False``.
+
+Found while writing these (same rules, other places): one ``ssl_context`` cannot
+start a second server once it served a connection; bursts in one read on request
+bodies and client response bodies; an empty chunk ending an HTTP/2 request body.
 """
 
 from __future__ import annotations
