@@ -1,6 +1,6 @@
 """``check_stream`` on every stream kind aleph_tx has, with the burst, clogged and dead-peer rules.
 
-Network kinds run on sockets on 127.0.0.1 through a :class:`~_faults.Proxy`, which
+Network kinds run on sockets on 127.0.0.1 through a :class:`Proxy` (below), which
 acts below the stream: ``burst`` writes more than ``MAX_PENDING`` framed messages
 (WebSocket frames, HTTP chunks, SSE events) into the connection in one write, and
 ``kill_peer`` aborts the connection on both sides. UDP runs on an in-memory datagram
@@ -8,8 +8,8 @@ network (a real socket cannot hold a burst: the kernel drops what its buffer can
 
 Run elsewhere with the rules of their time (and kept there): plain memory streams
 (``tests/test_stream.py``), TCP and TLS (``tests/test_tcp.py``), WebSocket both ways
-(``tests/test_websocket_streams.py``), HTTP/1.1 request bodies in memory
-(``tests/test_http_h1.py``). Here every kind runs with every rule that applies.
+(``tests/test_http_ws_streams.py``), HTTP/1.1 request bodies in memory
+(``tests/test_http_server_h1.py``). Here every kind runs with every rule that applies.
 """
 
 from __future__ import annotations
