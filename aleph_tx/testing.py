@@ -253,20 +253,9 @@ class _Checker:
     async def backpressure(self) -> None:
         """puts wait while nobody takes (memory stays bounded)"""
         a, b = await self.pair()
-        chunk = b"x" * 65536
-        sent = 0
-        pending = None
-        for _ in range(1024):  # at most 64 MiB before a put must wait
-            d = a.put(chunk)
-            if not d.called:
-                pending = d
-                break
-            sent += 1
-            await self.wait(d, "a put")
-        self.check(pending is not None, f"{sent} puts of 64 KiB were accepted with nothing taking")
-        total = (sent + 1) * len(chunk)
-        await self.read_all(b, total)
-        ok = await self.wait(pending, "the waiting put once the peer took")  # type: ignore[arg-type]
+        sent, pending = await self.clog(a)
+        await self.read_all(b, sent)
+        ok = await self.wait(pending, "the waiting put once the peer took")
         self.check(ok is True, f"the waiting put fired {ok!r}")
         a.close()
         b.close()
