@@ -348,8 +348,14 @@ def _alpn_selector(static: tuple[bytes, ...]) -> Callable[[Any, list[bytes]], An
 
 def _context_factory(ssl_context: Any) -> Any:
     if hasattr(ssl_context, "getContext"):
-        static = tuple(getattr(ssl_context, "_acceptableProtocols", None) or ())
-        ssl_context.getContext().set_alpn_select_callback(_alpn_selector(static))
+        context = ssl_context.getContext()
+        # once per context: OpenSSL refuses to change a context that has served a
+        # connection (a second start_server with the same ssl_context); the callback
+        # asks each connection's protocol what it speaks, so one serves every server
+        if not getattr(context, "_aleph_alpn", False):
+            static = tuple(getattr(ssl_context, "_acceptableProtocols", None) or ())
+            context.set_alpn_select_callback(_alpn_selector(static))
+            context._aleph_alpn = True
         return ssl_context
     from OpenSSL import SSL
 

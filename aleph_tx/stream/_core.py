@@ -434,6 +434,13 @@ class Stream:
         if not self._buffer and not self._n_puts:
             self._set_drained()
 
+    def _break(self, error: BaseException) -> None:
+        """Close because the peer broke off (not logged): ``error`` is kept in
+        :meth:`description` and what was received can still be taken."""
+        if self._error is None:
+            self._error = error
+        self.close()
+
     def _drop(self) -> None:
         """Close and drop every message held; pending puts fire ``False``.
 

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx._time import get_reactor
 from aleph_tx.deferred import to_deferred
-from aleph_tx.errors import WebSocketHandshakeError
+from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.body import coerce_body
 from aleph_tx.http._ring.coding import Gzipper, accepts_gzip
 from aleph_tx.http._ring.limits import ServerOptions
@@ -373,18 +373,25 @@ class Exchange:
         self.started = True
 
     def abandon(self) -> None:
-        """The client went away: cancel the handler, close the request body, drop the response body."""
+        """The client went away: cancel the handler, end the request body, drop the response body.
+
+        The handler is cancelled first, so a truncated body never looks complete to
+        it; a body that had not ended keeps a
+        :class:`~aleph_tx.errors.ConnectionLostError` in ``description()["error"]``
+        (``collect_bytes`` and ``wsgi.input`` raise it).
+        """
         if self.abandoned:
             return
         self.abandoned = True
-        if self.body is not None:
-            self.body.close()
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.abandon()
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
+        body = self.body
+        if body is not None and not body.closed:
+            body._break(ConnectionLostError("the client went away before the request body ended"))
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abandon()
 
 
 def _discard_response(value: Any) -> None:

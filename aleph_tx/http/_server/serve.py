@@ -154,6 +154,7 @@ def start_server(
         from aleph_tx.http._server.web import make_site, resource_for
 
         site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
+        site.aleph_reactor = reactor  # type: ignore[attr-defined]
         top = ALPNFactory(factory, site, reactor)
     ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
     for p in ports:
