@@ -13,9 +13,9 @@ Backpressure, both ways, on QUIC flow control (RFC 9000 §4):
   stream's receive credit is held (no ``MAX_STREAM_DATA``), so a client stops
   once it used the window: memory per request stays below one window;
 - response body: :meth:`ResponseSink.write` queues in aioquic's stream buffer;
-  past :data:`HIGH_WATER` unsent bytes the registered producer (a
+  past :data:`~aleph_tx.http._quic.h3.HIGH_WATER` unsent bytes the registered producer (a
   :class:`~aleph_tx._adapter.Pump`) is paused, and resumed below
-  :data:`LOW_WATER` once datagrams went out. A client that reads nothing stops
+  :data:`~aleph_tx.http._quic.h3.LOW_WATER` once datagrams went out. A client that reads nothing stops
   extending our credit, nothing more is sent, the producer stays paused.
 
 Limits answered here, before the handler: **414** (``:method`` + ``:path`` longer
@@ -30,46 +30,26 @@ streams with ``H3_REQUEST_REJECTED`` and then closes the connection;
 
 from __future__ import annotations
 
-import enum
 import typing
-from collections.abc import Callable
 from typing import Any
 
-from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3events
-from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
+from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
-from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from aleph_tx._adapter import Receiver
 from aleph_tx.http._limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
+from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
 from aleph_tx.http._ring import build_request, headers_dict
 from aleph_tx.stream import Stream
 
-__all__ = [
-    "HIGH_WATER",
-    "LOW_WATER",
-    "H3ServerConnection",
-    "ResponseSink",
-    "Runner",
-    "SinkState",
-    "listen_h3",
-]
+__all__ = ["H3ServerConnection", "ResponseSink", "Runner", "listen_h3"]
 
 _log = Logger()
-
-#: Unsent response bytes per stream above which the body's producer is paused.
-HIGH_WATER = 1 << 20
-#: ... and below which it is resumed (after datagrams went out).
-LOW_WATER = 256 << 10
-
-#: RFC 9114 §4.2: connection-specific fields are malformed in HTTP/3.
-_CONNECTION_FIELDS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class Runner(typing.Protocol):
@@ -86,208 +66,52 @@ class Tracker(typing.Protocol):
     def untrack(self, conn: Any) -> None: ...
 
 
-class _H3(H3Connection):
-    """aioquic's ``H3Connection`` plus GOAWAY sending and stream forgetting."""
-
-    goaway_received = False
-
-    def send_goaway(self, stream_id: int) -> None:
-        """Send GOAWAY (RFC 9114 §5.2, §7.2.6) on our control stream."""
-        control = self._local_control_stream_id
-        assert control is not None
-        self._quic.send_stream_data(control, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id)))
-
-    def forget(self, stream_id: int) -> None:
-        """Drop the HTTP/3 state of a stream we reset (aioquic keeps it otherwise)."""
-        self._stream.pop(stream_id, None)
-
-    def _check_control_frame_type(self, frame_type: int) -> None:
-        super()._check_control_frame_type(frame_type)
-        if frame_type == FrameType.GOAWAY:
-            self.goaway_received = True
-
-
-class SinkState(enum.Enum):
-    """States of a :class:`ResponseSink`.
-
-    ``OPEN`` (nothing sent) → ``STARTED`` (head sent) → ``FINISHED`` (end of
-    stream sent); ``OPEN``/``STARTED`` → ``ABORTED`` (reset by us with
-    :meth:`ResponseSink.abort`, by the client, or the connection is gone).
-    ``FINISHED`` and ``ABORTED`` are final: later writes are dropped.
-    """
-
-    OPEN = "open"
-    STARTED = "started"
-    FINISHED = "finished"
-    ABORTED = "aborted"
-
-
-class _SinkOwner(typing.Protocol):
-    h3: _H3
-    driver: QuicDriver
-
-    def sink_paused(self, sink: ResponseSink) -> None: ...
-
-    def sink_done(self, sink: ResponseSink) -> None: ...
-
-
-@implementer(IConsumer)
-class ResponseSink:
+class ResponseSink(BodyWriter):
     """The response side of one request stream.
 
-    ``start`` sends the head, ``write`` body bytes, ``finish`` the end of stream,
-    ``abort`` resets the stream. As an ``IConsumer`` it takes one streaming
-    producer (a :class:`~aleph_tx._adapter.Pump`), paused while more than
-    :data:`HIGH_WATER` bytes wait to be sent and stopped (``stopProducing``) if the
-    client resets the stream or the connection goes away; ``on_lost`` callbacks
-    run then too (the runner cancels the handler).
+    ``start(status, header_lines)`` sends the head; ``write``, ``finish``,
+    ``abort``, ``on_lost`` and the ``IConsumer`` methods are
+    :class:`~aleph_tx.http._quic.h3.BodyWriter`'s: a registered streaming
+    producer is paused while the client does not read, and stopped (with the
+    ``on_lost`` callbacks: the runner cancels the handler) if the client resets
+    the stream or the connection goes away.
     """
 
-    __slots__ = ("_lost", "_owner", "_paused", "producer", "state", "stream_id")
-
-    def __init__(self, owner: _SinkOwner, stream_id: int) -> None:
-        self._owner = owner
-        self.stream_id = stream_id
-        self.state = SinkState.OPEN
-        self.producer: IPushProducer | None = None
-        self._paused = False
-        self._lost: list[Callable[[], object]] = []
-
-    # -- the runner's side -------------------------------------------------------------
+    __slots__ = ()
 
     def start(self, status: int, header_lines: list[tuple[bytes, bytes]]) -> None:
         """Send the response head (``:status`` and the fields, names lower-cased).
 
+        Connection-specific fields (RFC 9114 §4.2) are left out. No-op once lost.
+
         :raises RuntimeError: if the head was already sent.
         """
-        if self.state is not SinkState.OPEN:
-            if self.state is SinkState.ABORTED:
+        if self.state is not WriterState.OPEN:
+            if self.state is WriterState.ABORTED:
                 return
             raise RuntimeError(f"response head already sent on stream {self.stream_id}")
         headers = [(b":status", b"%d" % status)]
         for name, value in header_lines:
             name = name.lower()
-            if name not in _CONNECTION_FIELDS:
+            if name not in CONNECTION_FIELDS:
                 headers.append((name, value))
-        self.state = SinkState.STARTED
+        self.state = WriterState.STARTED
         owner = self._owner
         owner.h3.send_headers(self.stream_id, headers)
         owner.driver.transmit_soon()
 
-    def write(self, data: bytes) -> None:
-        """Send ``data`` as body bytes (dropped once finished or aborted)."""
-        if self.state is not SinkState.STARTED or not data:
-            return
-        owner = self._owner
-        owner.h3.send_data(self.stream_id, data, False)
-        owner.driver.transmit_soon()
-        if (
-            self.producer is not None
-            and not self._paused
-            and owner.driver.quic.unsent(self.stream_id) > HIGH_WATER
-        ):
-            self._paused = True
-            owner.sink_paused(self)
-            self.producer.pauseProducing()
-
-    def finish(self) -> None:
-        """End the stream after what was written (idempotent; no-op after abort)."""
-        if self.state is not SinkState.STARTED:
-            return
-        self.state = SinkState.FINISHED
-        owner = self._owner
-        owner.h3.send_data(self.stream_id, b"", True)
-        owner.driver.transmit_soon()
-        owner.sink_done(self)
-
-    def abort(self) -> None:
-        """Reset the stream (the client sees an incomplete response). Idempotent."""
-        if self.state is SinkState.FINISHED or self.state is SinkState.ABORTED:
-            return
-        self.state = SinkState.ABORTED
-        owner = self._owner
-        quic = owner.driver.quic
-        quic.reset_stream(self.stream_id, ErrorCode.H3_INTERNAL_ERROR)
-        owner.h3.forget(self.stream_id)
-        owner.driver.transmit_soon()
-        owner.sink_done(self)
-
-    def on_lost(self, fn: Callable[[], object]) -> None:
-        """Call ``fn()`` once if the stream is lost (client reset, connection gone) before its end."""
-        self._lost.append(fn)
-
-    @property
-    def started(self) -> bool:
-        """Whether the head was sent."""
-        return self.state is not SinkState.OPEN
-
-    # -- IConsumer -------------------------------------------------------------------------
-
-    def registerProducer(self, producer: IProducer, streaming: bool = True) -> None:  # noqa: N802
-        """Take ``producer`` (a push producer) as the body's source.
-
-        :raises RuntimeError: if a producer is already registered.
-        :raises ValueError: for a pull producer.
-        """
-        if self.producer is not None:
-            raise RuntimeError(f"producer {self.producer!r} already registered")
-        if not streaming:
-            raise ValueError("only streaming (push) producers are supported")
-        self.producer = producer  # type: ignore[assignment]
-        self._paused = False
-        if self.state is SinkState.ABORTED:
-            producer.stopProducing()
-
-    def unregisterProducer(self) -> None:  # noqa: N802
-        """Forget the producer."""
-        self.producer = None
-        self._paused = False
-
-    # -- the connection's side -----------------------------------------------------------
-
-    def check_room(self) -> bool:
-        """Resume a paused producer if the stream has room; ``True`` if still paused."""
-        if not self._paused:
-            return False
-        if self._owner.driver.quic.unsent(self.stream_id) > LOW_WATER:
-            return True
-        self._paused = False
-        if self.producer is not None:
-            self.producer.resumeProducing()
-        return False
-
     def refuse(self, status: int) -> None:
-        """Take the response over: the runner is told (``on_lost``) before the stream
-        answers ``status`` with an empty body; reset instead if the head was sent."""
-        if self.state is not SinkState.OPEN:
+        """Take the response over from the runner: it is told first (``on_lost``), then
+        the stream answers ``status`` with an empty body; reset if the head was sent."""
+        if self.state is not WriterState.OPEN:
             self.abort()
             return
-        self._abandon()
+        self.abandon()
         owner = self._owner
-        owner.h3.send_headers(self.stream_id, [(b":status", b"%d" % status), (b"content-length", b"0")], True)
+        head = [(b":status", b"%d" % status), (b"content-length", b"0")]
+        owner.h3.send_headers(self.stream_id, head, end_stream=True)
         owner.driver.transmit_soon()
-        owner.sink_done(self)
-
-    def lost(self) -> None:
-        """The client reset the stream or the connection went away."""
-        if self.state is SinkState.FINISHED or self.state is SinkState.ABORTED:
-            return
-        self._abandon()
-
-    def _abandon(self) -> None:
-        self.state = SinkState.ABORTED
-        producer, self.producer = self.producer, None
-        if producer is not None:
-            producer.stopProducing()
-        callbacks, self._lost = self._lost, []
-        for fn in callbacks:
-            try:
-                fn()
-            except Exception:
-                _log.failure("an on_lost callback failed")
-
-    def __repr__(self) -> str:
-        return f"<ResponseSink stream={self.stream_id} {self.state.value}>"
+        owner.writer_done(self)
 
 
 @implementer(IPushProducer)
@@ -344,7 +168,7 @@ class H3ServerConnection:
         max_initial_line_length: int = 8192,
     ) -> None:
         self.driver = driver
-        self.h3 = _H3(driver.quic)
+        self.h3 = H3(driver.quic)
         self._run = run
         self._port = server_port
         self._tracker = tracker
@@ -352,7 +176,7 @@ class H3ServerConnection:
         self._max_header = max_header_size
         self._max_line = max_initial_line_length
         self._requests: dict[int, _Request] = {}
-        self._paused: set[ResponseSink] = set()
+        self._paused: set[BodyWriter] = set()
         self._next_stream = 0  # the lowest client stream ID not seen yet
         self._goaway: int | None = None
         if tracker is not None:
@@ -468,7 +292,7 @@ class H3ServerConnection:
             self._run(request, sink)
         except Exception:
             _log.failure("the HTTP/3 handler runner failed")
-            if sink.state is SinkState.OPEN:
+            if sink.state is WriterState.OPEN:
                 self._answer(req, 500)
             else:
                 sink.abort()
@@ -528,16 +352,16 @@ class H3ServerConnection:
             body._drop()
             self.driver.quic.hold(req.sink.stream_id)
 
-    # -- _SinkOwner ------------------------------------------------------------------------------
+    # -- WriterOwner ------------------------------------------------------------------------------
 
-    def sink_paused(self, sink: ResponseSink) -> None:
-        """``sink`` paused its producer: check it after each send."""
-        self._paused.add(sink)
+    def writer_paused(self, writer: BodyWriter) -> None:
+        """A response paused its producer: check it after each send."""
+        self._paused.add(writer)
 
-    def sink_done(self, sink: ResponseSink) -> None:
+    def writer_done(self, writer: BodyWriter) -> None:
         """The response ended (finished or reset): forget the request; stop its unread body."""
-        self._paused.discard(sink)
-        sid = sink.stream_id
+        self._paused.discard(writer)
+        sid = writer.stream_id
         req = self._requests.pop(sid, None)
         if req is not None and req.receiver is not None and not req.receiver.finished:
             self._stop_reading(sid)
