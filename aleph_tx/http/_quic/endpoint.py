@@ -88,10 +88,11 @@ class QuicDriver:
         self.terminated = False
         self.cids: set[bytes] = set()
         self._endpoint = endpoint
-        self._clock = clock
+        self.clock = clock
         self._timer = Timer(None, self._on_timer, clock)
         self._timer_at: float | None = None
         self._soon: Any = None
+        self._busy = False  # in a datagram or the timer: a transmit follows anyway
 
     @property
     def peer_address(self) -> Address | None:
@@ -104,8 +105,12 @@ class QuicDriver:
         """Feed one datagram, handle the events it caused, send what is due."""
         if self.terminated:
             return
-        self.quic.receive_datagram(data, addr, now=self._clock.seconds())
-        self._process_events()
+        self._busy = True
+        try:
+            self.quic.receive_datagram(data, addr, now=self.clock.seconds())
+            self._process_events()
+        finally:
+            self._busy = False
         self.transmit()
 
     def _on_timer(self) -> None:
@@ -113,9 +118,13 @@ class QuicDriver:
             return
         at = self._timer_at
         self._timer_at = None
-        now = self._clock.seconds()
-        self.quic.handle_timer(now=now if at is None else max(now, at))
-        self._process_events()
+        now = self.clock.seconds()
+        self._busy = True
+        try:
+            self.quic.handle_timer(now=now if at is None else max(now, at))
+            self._process_events()
+        finally:
+            self._busy = False
         self.transmit()
 
     def _process_events(self) -> None:
@@ -147,7 +156,7 @@ class QuicDriver:
         if self.terminated:
             return
         quic = self.quic
-        now = self._clock.seconds()
+        now = self.clock.seconds()
         send = self._endpoint.send
         for data, addr in quic.datagrams_to_send(now=now):
             send(data, addr)
@@ -162,8 +171,8 @@ class QuicDriver:
 
     def transmit_soon(self) -> None:
         """Send at the end of this reactor turn (coalesces writes made outside a datagram)."""
-        if self._soon is None and not self.terminated:
-            self._soon = self._clock.callLater(0, self.transmit)
+        if self._soon is None and not self._busy and not self.terminated:
+            self._soon = self.clock.callLater(0, self.transmit)
 
     # -- ending ----------------------------------------------------------------------
 
@@ -179,7 +188,7 @@ class QuicDriver:
             return
         self.quic.close(error_code=error_code, reason_phrase=reason)
         send = self._endpoint.send
-        for data, addr in self.quic.datagrams_to_send(now=self._clock.seconds()):
+        for data, addr in self.quic.datagrams_to_send(now=self.clock.seconds()):
             send(data, addr)
         self._terminate(
             events.ConnectionTerminated(error_code=error_code, frame_type=None, reason_phrase=reason)
@@ -227,7 +236,7 @@ class QuicEndpoint(DatagramProtocol):
         self.accepting = accept is not None
         self._accept = accept
         self._retry = QuicRetryTokenHandler() if retry else None
-        self._clock = get_clock(clock)
+        self.clock = get_clock(clock)
         self._cids: dict[bytes, QuicDriver] = {}
         self.drivers: set[QuicDriver] = set()
         self._idle_waiters: list[Deferred[None]] = []
@@ -296,7 +305,7 @@ class QuicEndpoint(DatagramProtocol):
         original_dcid: bytes | None = header.destination_cid
         retry_scid: bytes | None = None
         if self._retry is not None:
-            now = self._clock.seconds()
+            now = self.clock.seconds()
             if not header.token:
                 scid = os.urandom(8)
                 token = self._retry.create_token(
@@ -328,7 +337,7 @@ class QuicEndpoint(DatagramProtocol):
             original_destination_connection_id=original_dcid,
             retry_source_connection_id=retry_scid,
         )
-        driver = QuicDriver(self, quic, self._clock)
+        driver = QuicDriver(self, quic, self.clock)
         self._register(driver, header.destination_cid, quic.host_cid)
         assert self._accept is not None
         driver.handler = self._accept(driver)
@@ -340,8 +349,8 @@ class QuicEndpoint(DatagramProtocol):
         The first flight is sent at the end of this reactor turn.
         """
         quic = FlowControlledConnection(configuration=configuration or self.configuration)
-        quic.connect(addr, now=self._clock.seconds())
-        driver = QuicDriver(self, quic, self._clock)
+        quic.connect(addr, now=self.clock.seconds())
+        driver = QuicDriver(self, quic, self.clock)
         self._register(driver, quic.host_cid)
         driver.transmit_soon()
         return driver

@@ -186,7 +186,7 @@ class BodyWriter:
         self._paused = False
         if self.producer is not None:
             self.producer.resumeProducing()
-        return False
+        return self._paused  # resuming may have filled the buffer again
 
     def lost(self) -> None:
         """The peer reset the stream or the connection went away: stop the producer."""
