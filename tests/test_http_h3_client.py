@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, serve, tls_options  # noqa: F401 - fixtures
+from test_http_h3_server import H3Server, serving
 from twisted.internet.defer import CancelledError, Deferred
 
 from aleph_tx import stream as s
@@ -19,6 +19,16 @@ from aleph_tx import tls
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout
 from aleph_tx.http._client.h3 import H3ClientConnection, connect_h3
+
+
+@pytest.fixture(scope="module")
+def tls_options() -> Any:
+    return tls.self_signed_context()
+
+
+@pytest.fixture
+def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
+    yield from serving(tls_options)
 
 
 async def connect(server: H3Server, **kw: Any) -> H3ClientConnection:

@@ -112,8 +112,8 @@ class H3Server:
         return self.port.stopListening()
 
 
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
+def serving(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
+    """The body of a ``serve`` fixture: start servers, close them at the end."""
     servers: list[H3Server] = []
 
     def start(handler: Callable[..., Any], **limits: Any) -> H3Server:
@@ -124,6 +124,11 @@ def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
     yield start
     for server in servers:
         pytest_twisted.blockon(server.close())
+
+
+@pytest.fixture
+def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
+    yield from serving(tls_options)
 
 
 # -- aioquic's asyncio client, in a thread ---------------------------------------------------------
