@@ -221,8 +221,10 @@ class H3ClientConnection:
         if kind is qevents.HandshakeCompleted:
             if not self.ready.called:
                 self.ready.callback(None)
-        elif kind is qevents.StreamReset or kind is qevents.StopSendingReceived:
+        elif kind is qevents.StreamReset:
             self._stream_lost(event.stream_id, "the server reset the stream")  # type: ignore[attr-defined]
+        elif kind is qevents.StopSendingReceived:
+            self._stop_sending(event.stream_id)  # type: ignore[attr-defined]
         for h3event in self.h3.handle_event(event):
             h3kind = type(h3event)
             if h3kind is h3events.DataReceived:
@@ -328,6 +330,14 @@ class H3ClientConnection:
             ex.receiver = None
             self._stop(sid, ex)
             self._end_body(ex, ConnectionLostError("the response body was closed before its end"))
+
+    def _stop_sending(self, sid: int) -> None:
+        """The server wants no more of the request body (RFC 9114 §4.1.1): the
+        response may still come whole (an early 413, say)."""
+        ex = self._exchanges.get(sid)
+        if ex is not None and ex.writer is not None:
+            self._paused.discard(ex.writer)
+            ex.writer.abandon()
 
     def _stream_lost(self, sid: int, why: str) -> None:
         ex = self._exchanges.pop(sid, None)

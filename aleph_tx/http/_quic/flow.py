@@ -102,6 +102,10 @@ class FlowControlledConnection(QuicConnection):
         sender = stream.sender
         return max(0, sender._buffer_stop - sender.highest_offset)
 
+    def sends_done(self) -> bool:
+        """Whether every bidirectional stream's sending part is over (FIN or reset acknowledged)."""
+        return all(stream.sender.is_finished for sid, stream in self._streams.items() if not sid & 2)
+
     def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
         sid = stream.stream_id
         assert sid is not None

@@ -212,6 +212,8 @@ class H3ServerConnection:
             for sink in list(self._paused):
                 if not sink.check_room():
                     self._paused.discard(sink)
+        if self._goaway is not None:
+            self._maybe_close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -253,7 +255,7 @@ class H3ServerConnection:
             size, self._max_header
         )
         if status is not None:
-            self._answer(req, status)
+            self._answer(req, status, event.stream_ended)
             return
         if cookies:
             fields.append((b"cookie", b"; ".join(cookies)))
@@ -267,7 +269,7 @@ class H3ServerConnection:
             except ValueError:
                 req.length = None
             if check_content_length(req.length, 0, self._max_body) is not None:
-                self._answer(req, 413)
+                self._answer(req, 413, event.stream_ended)
                 return
         if not event.stream_ended and req.length != 0:
             body = req.body = Stream()
@@ -293,7 +295,7 @@ class H3ServerConnection:
         except Exception:
             _log.failure("the HTTP/3 handler runner failed")
             if sink.state is WriterState.OPEN:
-                self._answer(req, 500)
+                self._answer(req, 500, event.stream_ended)
             else:
                 sink.abort()
 
@@ -315,12 +317,13 @@ class H3ServerConnection:
         """413 while the body streams (reset if the response started); the body is cut."""
         req.sink.refuse(413)
 
-    def _answer(self, req: _Request, status: int) -> None:
-        """Answer ``status`` with an empty body from here and stop reading the request."""
+    def _answer(self, req: _Request, status: int, ended: bool) -> None:
+        """Answer ``status`` with an empty body from here; stop reading the request unless ``ended``."""
         sink = req.sink
         sink.start(status, [(b"content-length", b"0")])
         sink.finish()
-        self._stop_reading(sink.stream_id)
+        if not ended:
+            self._stop_reading(sink.stream_id)
 
     def _refuse_stream(self, sid: int, code: int) -> None:
         quic = self.driver.quic
@@ -388,8 +391,16 @@ class H3ServerConnection:
         self.driver.abort(error_code=ErrorCode.H3_NO_ERROR, reason="server shutdown")
 
     def _maybe_close(self) -> None:
-        if self._goaway is not None and not self._requests and not self.driver.terminated:
-            self.driver.close(error_code=ErrorCode.H3_NO_ERROR, reason="server shutdown")
+        # after GOAWAY, once every response was sent and acknowledged (a CONNECTION_CLOSE
+        # would end what is still unsent, RFC 9000 §10.2)
+        driver = self.driver
+        if (
+            self._goaway is not None
+            and not self._requests
+            and not driver.terminated
+            and driver.quic.sends_done()
+        ):
+            driver.close(error_code=ErrorCode.H3_NO_ERROR, reason="server shutdown")
 
     def __repr__(self) -> str:
         return f"<H3ServerConnection {self.driver!r} requests={len(self._requests)}>"
