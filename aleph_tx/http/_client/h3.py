@@ -91,7 +91,7 @@ class _BodySink:
 class _Exchange:
     """One request stream."""
 
-    __slots__ = ("body", "ended", "head", "receiver", "response", "writer")
+    __slots__ = ("batch", "body", "ended", "head", "receiver", "response", "writer")
 
     def __init__(self, response: Deferred[dict[str, Any]]) -> None:
         self.response = response
@@ -100,6 +100,12 @@ class _Exchange:
         self.receiver: Receiver | None = None
         self.ended: Deferred[None] = Deferred()
         self.writer: BodyWriter | None = None
+        self.batch: list[bytes] | None = None  # body bytes of this reactor turn
+
+    def flush(self) -> None:
+        batch, self.batch = self.batch, None
+        if batch and self.receiver is not None:
+            self.receiver.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
 
 class H3ClientConnection:
@@ -116,6 +122,7 @@ class H3ClientConnection:
         self._udp_port = udp_port
         self._exchanges: dict[int, _Exchange] = {}
         self._paused: set[BodyWriter] = set()
+        self._batched: list[_Exchange] = []
         self._closing = False
         self.lost_reason: str | None = None
 
@@ -248,6 +255,14 @@ class H3ClientConnection:
             port, self._udp_port = self._udp_port, None
             port.stopListening()
 
+    def transmitting(self) -> None:
+        """Put the body bytes received this turn into the body streams (one put per
+        stream and turn, not one per QUIC packet)."""
+        if self._batched:
+            batched, self._batched = self._batched, []
+            for ex in batched:
+                ex.flush()
+
     def transmitted(self) -> None:
         """Resume the request-body producers whose streams have room again."""
         if self._paused:
@@ -302,8 +317,13 @@ class H3ClientConnection:
         ex = self._exchanges.get(sid)
         if ex is None or ex.receiver is None:
             return
-        if event.data:
-            ex.receiver.write(event.data)
+        data = event.data
+        if data:
+            if ex.batch is None:
+                ex.batch = [data]
+                self._batched.append(ex)
+            else:
+                ex.batch.append(data)
         if event.stream_ended:
             self._finished(sid, ex)
 
@@ -315,6 +335,7 @@ class H3ClientConnection:
             # RFC 9114 §4.1.1: a complete response ends the request; stop sending its body
             self._paused.discard(writer)
             writer.abort(ErrorCode.H3_NO_ERROR)
+        ex.flush()
         receiver, ex.receiver = ex.receiver, None
         if receiver is not None:
             receiver.finish()

@@ -71,6 +71,9 @@ class ConnectionHandler(typing.Protocol):
     def connection_terminated(self, event: events.ConnectionTerminated) -> None:
         """The connection is gone (closed by either side, idle, or aborted); called once."""
 
+    def transmitting(self) -> None:
+        """Datagrams are about to be built: hand over what was batched this turn."""
+
     def transmitted(self) -> None:
         """Datagrams were just sent: stream buffers may have room again."""
 
@@ -105,13 +108,11 @@ class QuicDriver:
         """Feed one datagram, handle the events it caused, send what is due."""
         if self.terminated:
             return
-        self._busy = True
-        try:
-            self.quic.receive_datagram(data, addr, now=self.clock.seconds())
-            self._process_events()
-        finally:
-            self._busy = False
-        self.transmit()
+        self.quic.receive_datagram(data, addr, now=self.clock.seconds())
+        self._process_events()
+        # one send per reactor turn: Twisted reads a burst of datagrams per turn, and
+        # building packets (datagrams_to_send) costs as much as reading one
+        self.transmit_soon()
 
     def _on_timer(self) -> None:
         if self.terminated:
@@ -155,6 +156,11 @@ class QuicDriver:
             soon.cancel()
         if self.terminated:
             return
+        handler = self.handler
+        if handler is not None:
+            handler.transmitting()
+            if self.terminated:
+                return
         quic = self.quic
         now = self.clock.seconds()
         send = self._endpoint.send
@@ -166,8 +172,8 @@ class QuicDriver:
         elif timer_at != self._timer_at or not self._timer.active:
             self._timer.start(max(0.0, timer_at - now))
         self._timer_at = timer_at
-        if self.handler is not None:
-            self.handler.transmitted()
+        if handler is not None:
+            handler.transmitted()
 
     def transmit_soon(self) -> None:
         """Send at the end of this reactor turn (coalesces writes made outside a datagram)."""

@@ -138,7 +138,7 @@ class _Credit:
 class _Request:
     """One request stream: its body's receiving half and its response sink."""
 
-    __slots__ = ("body", "length", "received", "receiver", "sink")
+    __slots__ = ("batch", "body", "length", "received", "receiver", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
@@ -146,6 +146,13 @@ class _Request:
         self.receiver: Receiver | None = None
         self.length: int | None = None
         self.received = 0
+        self.batch: list[bytes] | None = None  # body bytes of this reactor turn
+
+
+def _flush(req: _Request) -> None:
+    batch, req.batch = req.batch, None
+    if batch and req.receiver is not None:
+        req.receiver.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
 
 class H3ServerConnection:
@@ -177,6 +184,7 @@ class H3ServerConnection:
         self._max_line = max_initial_line_length
         self._requests: dict[int, _Request] = {}
         self._paused: set[BodyWriter] = set()
+        self._batched: list[_Request] = []
         self._next_stream = 0  # the lowest client stream ID not seen yet
         self._goaway: int | None = None
         if tracker is not None:
@@ -205,6 +213,14 @@ class H3ServerConnection:
             self._drop_body(req)
         if self._tracker is not None:
             self._tracker.untrack(self)
+
+    def transmitting(self) -> None:
+        """Put the body bytes received this turn into the body streams (one put per
+        stream and turn, not one per QUIC packet)."""
+        if self._batched:
+            batched, self._batched = self._batched, []
+            for req in batched:
+                _flush(req)
 
     def transmitted(self) -> None:
         """Resume the response producers whose streams have room again."""
@@ -309,9 +325,15 @@ class H3ServerConnection:
             if self._max_body is not None and req.received > self._max_body:
                 self._too_large(req)
                 return
-            req.receiver.write(data)
+            if req.batch is None:
+                req.batch = [data]
+                self._batched.append(req)
+            else:
+                req.batch.append(data)
         if event.stream_ended:
-            req.receiver.finish()
+            _flush(req)
+            if req.receiver is not None:
+                req.receiver.finish()
 
     def _too_large(self, req: _Request) -> None:
         """413 while the body streams (reset if the response started); the body is cut."""
