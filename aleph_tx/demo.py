@@ -30,7 +30,7 @@ async def _chunks(reactor: Any, count: int = 10, delay: float = 0.05) -> AsyncIt
 
 async def _ws_echo(req: dict[str, Any]) -> None:
     """Echo every WebSocket message (a request that is no upgrade gets 400)."""
-    from aleph_tx.http._websocket import websocket_connection
+    from aleph_tx.http._websocket.api import websocket_connection
 
     conn = await websocket_connection(req)
     s.connect(conn, conn)

@@ -22,7 +22,7 @@ async def run(address: str, compression: bool) -> None:
     from twisted.internet.defer import Deferred
 
     from aleph_tx import stream as s
-    from aleph_tx.http._websocket import websocket_client
+    from aleph_tx.http._websocket.api import websocket_client
 
     base = f"ws://{address}"
     options: dict[str, Any] = {"max_frame_payload": BIG, "max_message_size": BIG, "compression": compression}

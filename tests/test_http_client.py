@@ -22,7 +22,7 @@ from aleph_tx.errors import (
     ProtocolError,
     RedirectError,
 )
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 

@@ -20,8 +20,8 @@ from aleph_tx.errors import (
     ConnectionTimeout,
     RedirectError,
 )
-from aleph_tx.http import _client as http
-from aleph_tx.http._client import _host_header, _target_and_path
+from aleph_tx.http._client import api as http
+from aleph_tx.http._client.api import _host_header, _target_and_path
 from aleph_tx.http._pool import ConnectionPool
 
 

@@ -22,7 +22,7 @@ from twisted.web.server import GzipEncoderFactory
 
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError, ProtocolError
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 

@@ -16,7 +16,7 @@ from twisted.internet import defer
 
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError, ReadTimeout, RequestTimeout
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 H2 = ("h2", "http/1.1")

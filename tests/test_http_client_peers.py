@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 

@@ -24,7 +24,7 @@ from aleph_tx.errors import (
     RequestTimeout,
     TimeoutError,
 )
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 

@@ -19,7 +19,7 @@ from test_http_client_servers import (
 from twisted.internet import ssl
 
 from aleph_tx.errors import ProtocolError
-from aleph_tx.http import _client as http
+from aleph_tx.http._client import api as http
 from aleph_tx.http._pool import ConnectionPool
 
 _MATERIAL: dict[str, bytes] = {}

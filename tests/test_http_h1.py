@@ -151,7 +151,7 @@ class BasicsTests(SynchronousTestCase):
 
     def test_fast_and_general_request_dicts_agree(self) -> None:
         """The inline (bodiless) request dict equals what _ring.build_request builds."""
-        from aleph_tx.http._ring import build_request
+        from aleph_tx.http._ring.request import build_request
 
         for head in (
             b"GET /a/b?x=1 HTTP/1.1\r\nHost: ex.com:81\r\nA: 1\r\na: 2\r\n\r\n",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aleph_tx.http._ring import (
+from aleph_tx.http._ring.request import (
     build_request,
     encode_headers,
     headers_dict,

@@ -25,7 +25,7 @@ from ws_helpers import (
 from aleph_tx import stream as s
 from aleph_tx import tls
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._websocket import (
+from aleph_tx.http._websocket.api import (
     websocket_client,
     websocket_close,
     websocket_connection,

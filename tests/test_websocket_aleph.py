@@ -16,7 +16,7 @@ from ws_helpers import bounded
 
 from aleph_tx import stream as s
 from aleph_tx.http._serve import start_server
-from aleph_tx.http._websocket import (
+from aleph_tx.http._websocket.api import (
     websocket_client,
     websocket_close,
     websocket_connection,

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer, bounded, frame, until
 
-from aleph_tx.http._websocket import websocket_client
-from aleph_tx.http._ws_protocol import unmask
+from aleph_tx.http._websocket.api import websocket_client
+from aleph_tx.http._websocket.glue import unmask
 
 
 @given(payload=st.binary(max_size=3000), mask=st.binary(min_size=4, max_size=4))

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from aleph_tx import stream as s
 from aleph_tx.http._serve import start_server
-from aleph_tx.http._websocket import websocket_connection
+from aleph_tx.http._websocket.api import websocket_connection
 
 TIMEOUT = 20.0
 

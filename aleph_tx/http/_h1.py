@@ -48,7 +48,7 @@ from aleph_tx.http._limits import (
     check_request_line,
     check_version,
 )
-from aleph_tx.http._ring import (
+from aleph_tx.http._ring.request import (
     _LINE_CACHE,
     _STATUS_CACHE,
     NO_BODY_STATUSES,

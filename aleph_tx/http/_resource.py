@@ -38,7 +38,13 @@ from aleph_tx.errors import WebSocketHandshakeError
 from aleph_tx.http._body import Gzipper, accepts_gzip, coerce_body
 from aleph_tx.http._h1 import UpgradeRequest
 from aleph_tx.http._limits import ServerOptions, make_options
-from aleph_tx.http._ring import NO_BODY_STATUSES, build_request, encode_headers, headers_dict, response_parts
+from aleph_tx.http._ring.request import (
+    NO_BODY_STATUSES,
+    build_request,
+    encode_headers,
+    headers_dict,
+    response_parts,
+)
 from aleph_tx.http._writer import BodyWriter
 from aleph_tx.stream import Stream
 

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from aleph_tx.errors import ConnectionLostError, ProtocolError
 from aleph_tx.http._h1 import HTTP11Protocol, HTTPFactory
 from aleph_tx.http._limits import make_options
-from aleph_tx.http._ring import headers_dict
+from aleph_tx.http._ring.request import headers_dict
 from aleph_tx.stream import Stream
 
 __all__ = ["MemoryTransport", "request"]

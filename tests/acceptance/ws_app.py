@@ -6,7 +6,7 @@ from typing import Any
 
 from aleph_tx import stream as s
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._websocket import websocket_close, websocket_connection
+from aleph_tx.http._websocket.api import websocket_close, websocket_connection
 
 
 async def handler(req: dict[str, Any]) -> Any:

@@ -4,9 +4,9 @@ Public names (re-exported by :mod:`aleph_tx.http`): :func:`websocket_connection`
 :func:`websocket_client`, :func:`websocket_ping`, :func:`websocket_close`.
 
 The frames are autobahn's (its Twisted ``WebSocketServerProtocol`` and
-``WebSocketClientProtocol``); :mod:`._ws_protocol` turns them into a
-:class:`~aleph_tx.http._ws_protocol.WebSocketStream` with backpressure both
-ways; :mod:`._ws_options` validates options and the opening handshake.
+``WebSocketClientProtocol``); :mod:`.glue` turns them into a
+:class:`~aleph_tx.http._websocket.glue.WebSocketStream` with backpressure both
+ways; :mod:`.options` validates options and the opening handshake.
 
 Server hand-off (TWISTED-NOTES §2): the HTTP/1.1 protocol gives an ``Upgrade``
 request a dict with an ``upgrade`` attribute (``_h1.UpgradeHandle``; under
@@ -25,19 +25,19 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapCl
 from twisted.python.failure import Failure
 
 from aleph_tx.errors import ConnectionLostError
-from aleph_tx.http._ws_options import (
-    check_close,
-    check_ping_payload,
-    check_upgrade,
-    parse_ws_url,
-    ws_options,
-)
-from aleph_tx.http._ws_protocol import (
+from aleph_tx.http._websocket.glue import (
     ClientProtocol,
     ServerProtocol,
     WebSocketStream,
     client_factory,
     server_factory,
+)
+from aleph_tx.http._websocket.options import (
+    check_close,
+    check_ping_payload,
+    check_upgrade,
+    parse_ws_url,
+    ws_options,
 )
 from aleph_tx.stream import Stream
 
