@@ -38,7 +38,7 @@ from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolErro
 from aleph_tx.http._quic.config import client_configuration
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
-from aleph_tx.http._ring import headers_dict
+from aleph_tx.http._ring.request import headers_dict
 from aleph_tx.stream import Stream
 
 __all__ = ["H3ClientConnection", "connect_h3"]

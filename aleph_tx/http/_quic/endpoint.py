@@ -158,9 +158,9 @@ class QuicDriver:
             return
         handler = self.handler
         if handler is not None:
-            handler.transmitting()
+            handler.transmitting()  # user code runs here: it may abort the connection
             if self.terminated:
-                return
+                return  # type: ignore[unreachable]
         quic = self.quic
         now = self.clock.seconds()
         send = self._endpoint.send

@@ -44,7 +44,7 @@ from aleph_tx._adapter import Receiver
 from aleph_tx.http._limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
-from aleph_tx.http._ring import build_request, headers_dict
+from aleph_tx.http._ring.request import build_request, headers_dict
 from aleph_tx.stream import Stream
 
 __all__ = ["H3ServerConnection", "ResponseSink", "Runner", "listen_h3"]
