@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -175,11 +176,12 @@ def start_server(name: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": f"{workdir}:{ROOT}"},
+            start_new_session=True,  # hypercorn serves from a child: stop the whole group
         )
     deadline = time.monotonic() + 20
     while ready not in log.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             raise RuntimeError(f"{name} did not start: {log.read_text()[-2000:]}")
         time.sleep(0.05)
     time.sleep(0.3)
@@ -237,7 +239,7 @@ def main() -> None:
                     clients[name].append(run_client(name, port, args.seconds, "seq,mbps"))
         finally:
             for proc, _ in procs.values():
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
     def med(runs: list[dict[str, float]], key: str) -> float:

@@ -4,6 +4,7 @@ server, and our client against hypercorn's HTTP/3 server (a subprocess)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def hypercorn(tmp_path: Path) -> Iterator[int]:
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        start_new_session=True,  # its worker is a child: the whole group goes at the end
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 15
@@ -141,7 +143,7 @@ def hypercorn(tmp_path: Path) -> Iterator[int]:
         try:
             proc.wait(2)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
 
