@@ -34,9 +34,10 @@ from aioquic.quic import connection as _qc
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.quic.stream import QuicStream
 
-__all__ = ["FlowControlledConnection", "check_aioquic"]
+__all__ = ["FlowControlledConnection", "ReactorPacer", "check_aioquic"]
 
 _MAX_STREAM_DATA_CAPACITY: int = getattr(_qc, "MAX_STREAM_DATA_FRAME_CAPACITY", 17)
 
@@ -51,8 +52,11 @@ def check_aioquic() -> None:
         for name in ("_write_stream_limits", "_on_max_stream_data_delivery")
         if not hasattr(QuicConnection, name)
     ]
-    if not hasattr(QuicConnection(configuration=QuicConfiguration(is_client=True)), "_streams"):
+    probe = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    if not hasattr(probe, "_streams"):
         missing.append("QuicConnection._streams")
+    if not isinstance(getattr(getattr(probe, "_loss", None), "_pacer", None), QuicPacketPacer):
+        missing.append("QuicPacketRecovery._pacer")
     stream = QuicStream(stream_id=0, max_stream_data_local=1, max_stream_data_remote=1)
     for obj, attr in (
         (stream, "max_stream_data_local"),
@@ -74,6 +78,22 @@ def check_aioquic() -> None:
 check_aioquic()
 
 
+#: The reactor sleeps at least a millisecond (epoll's resolution), so a pacing
+#: wait of a few microseconds lasts a millisecond: the pacer's bucket must hold that
+#: long a burst, or the sending rate is capped at one bucket (16 datagrams, aioquic's
+#: cap) per millisecond, about 19 MB/s whatever the path allows.
+TIMER_RESOLUTION = 0.002
+
+
+class ReactorPacer(QuicPacketPacer):
+    """aioquic's pacer (RFC 9002 §7.7) with a bucket of at least :data:`TIMER_RESOLUTION`."""
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+        if self.bucket_max < TIMER_RESOLUTION:
+            self.bucket_max = TIMER_RESOLUTION
+
+
 class FlowControlledConnection(QuicConnection):
     """A ``QuicConnection`` with per-stream receive credit under application control.
 
@@ -83,6 +103,7 @@ class FlowControlledConnection(QuicConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._loss._pacer = ReactorPacer(max_datagram_size=self._max_datagram_size)
         self.receive_window: int = self._configuration.max_stream_data
         self._flowing: set[int] = set()
 
