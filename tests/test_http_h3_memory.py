@@ -1,0 +1,141 @@
+"""HTTP/3 server and client in memory: datagrams handed over by a fake UDP transport,
+time from a ``task.Clock`` (deterministic: the QUIC timers, the idle timeout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
+
+from test_http_h3_server import run_with
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from aleph_tx import tls
+from aleph_tx.http._client.h3 import H3ClientConnection
+from aleph_tx.http._quic.config import client_configuration, server_configuration
+from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint
+from aleph_tx.http._server.h3 import H3ServerConnection
+
+SERVER_ADDR = ("10.0.0.1", 443)
+CLIENT_ADDR = ("10.0.0.2", 50000)
+
+
+class Wire:
+    """Two endpoints joined by a list of datagrams in flight, delivered on ``flush``."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[QuicEndpoint, bytes, tuple[str, int]]] = []
+        self.sent = 0
+
+    def transport(self, peer: Any, me: tuple[str, int]) -> Any:
+        wire = self
+
+        class Transport:
+            def write(self, data: bytes, addr: tuple[str, int]) -> None:
+                wire.sent += 1
+                wire.queue.append((peer[0], data, me))
+
+        return Transport()
+
+    def flush(self, clock: Clock, rounds: int = 50) -> None:
+        """Deliver datagrams, a millisecond of simulated time per round (ACK delays,
+        pacing), until nothing moved for ``rounds`` rounds."""
+        idle = 0
+        while idle < rounds:
+            clock.advance(0.001)
+            if not self.queue:
+                idle += 1
+                continue
+            idle = 0
+            queue, self.queue = self.queue, []
+            for endpoint, data, source in queue:
+                endpoint.datagramReceived(data, source)
+
+
+def pair(clock: Clock, **server_options: Any) -> tuple[Wire, list[H3ServerConnection], H3ClientConnection]:
+    options = tls.self_signed_context()
+    idle = server_options.pop("idle_timeout", None)
+    handler = server_options.pop("handler", lambda req: {"body": "hi " + req["uri"]})
+    servers: list[H3ServerConnection] = []
+
+    def accept(driver: QuicDriver) -> H3ServerConnection:
+        conn = H3ServerConnection(driver, run_with(handler), 443, **server_options)
+        servers.append(conn)
+        return conn
+
+    server = QuicEndpoint(server_configuration(options, idle_timeout=idle), accept, clock=clock)
+    client = QuicEndpoint(client_configuration("localhost", insecure=True), None, clock=clock)
+    wire = Wire()
+    server_box: list[Any] = [server]
+    client_box: list[Any] = [client]
+    server.transport = wire.transport(client_box, SERVER_ADDR)
+    client.transport = wire.transport(server_box, CLIENT_ADDR)
+    driver = client.connect(SERVER_ADDR)
+    conn = H3ClientConnection(driver)
+    driver.handler = conn
+    wire.flush(clock)
+    return wire, servers, conn
+
+
+class MemoryTests(SynchronousTestCase):
+    def test_request_and_response_without_sockets(self) -> None:
+        clock = Clock()
+        wire, servers, conn = pair(clock)
+        self.successResultOf(conn.ready)
+        d = conn.request("GET", "localhost", "/x")
+        wire.flush(clock)
+        resp = self.successResultOf(d)
+        self.assertEqual(resp["status"], 200)
+        self.assertEqual(self.successResultOf(resp["body"].take()), b"hi /x")
+        self.assertIsNone(self.successResultOf(resp["ended"]))
+        self.assertEqual(len(servers), 1)
+
+    def test_idle_timeout_closes_on_the_clock(self) -> None:
+        clock = Clock()
+        wire, servers, conn = pair(clock, idle_timeout=5)
+        self.successResultOf(conn.ready)
+        self.assertFalse(servers[0].driver.terminated)
+        wire.queue.clear()  # nothing more gets through: both sides go idle
+        clock.advance(4.0)
+        self.assertFalse(servers[0].driver.terminated)
+        for _ in range(30):
+            clock.advance(0.5)
+        self.assertTrue(servers[0].driver.terminated)
+        self.assertTrue(conn.driver.terminated)
+        self.assertFalse(conn.available)
+
+    def test_one_timer_per_connection(self) -> None:
+        clock = Clock()
+        wire, servers, conn = pair(clock)
+        self.successResultOf(conn.ready)
+        wire.flush(clock)
+        # a client driver and a server driver: at most one QUIC timer each
+        timers = [c for c in clock.getDelayedCalls() if c.active()]
+        self.assertLessEqual(len(timers), 2)
+
+    def test_lost_first_flight_is_retransmitted(self) -> None:
+        clock = Clock()
+        options = tls.self_signed_context()
+        server = QuicEndpoint(
+            server_configuration(options), lambda d: H3ServerConnection(d, run_with(dict), 443), clock=clock
+        )
+        client = QuicEndpoint(client_configuration("localhost", insecure=True), None, clock=clock)
+        wire = Wire()
+        server.transport = wire.transport([client], SERVER_ADDR)
+        client.transport = wire.transport([server], CLIENT_ADDR)
+        driver = client.connect(SERVER_ADDR)
+        conn = H3ClientConnection(driver)
+        driver.handler = conn
+        clock.advance(0)
+        self.assertTrue(wire.queue)
+        wire.queue.clear()  # the Initial is lost
+        self.assertNoResult(conn.ready)
+        for _ in range(20):
+            clock.advance(0.2)  # the loss-detection timer fires and resends
+            wire.flush(clock)
+            if conn.ready.called:
+                break
+        self.successResultOf(conn.ready)
