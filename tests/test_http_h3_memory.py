@@ -109,7 +109,7 @@ class MemoryTests(SynchronousTestCase):
 
     def test_one_timer_per_connection(self) -> None:
         clock = Clock()
-        wire, servers, conn = pair(clock)
+        wire, _, conn = pair(clock)
         self.successResultOf(conn.ready)
         wire.flush(clock)
         # a client driver and a server driver: at most one QUIC timer each
