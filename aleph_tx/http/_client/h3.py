@@ -27,9 +27,7 @@ from aioquic.h3 import events as h3events
 from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from aleph_tx._adapter import Pump, Receiver
 from aleph_tx._chunks import ChunkSource
@@ -37,7 +35,7 @@ from aleph_tx._time import arm_timeout, get_clock, get_reactor
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
 from aleph_tx.http._quic.config import client_configuration
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint
-from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
+from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
 from aleph_tx.http._ring.request import headers_dict
 from aleph_tx.stream import Stream
 
@@ -45,27 +43,6 @@ __all__ = ["H3ClientConnection", "connect_h3"]
 
 #: Request fields that HTTP/3 carries as pseudo-headers or forbids (RFC 9114 §4.2, §4.3.1).
 _DROP_FIELDS = CONNECTION_FIELDS | {b"host", b"te"}
-
-
-@implementer(IPushProducer)
-class _Credit:
-    """The response body Receiver's producer: pausing holds the stream's credit."""
-
-    __slots__ = ("_driver", "_stream_id")
-
-    def __init__(self, driver: QuicDriver, stream_id: int) -> None:
-        self._driver = driver
-        self._stream_id = stream_id
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self._driver.quic.hold(self._stream_id)
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._driver.quic.flow(self._stream_id)
-        self._driver.transmit_soon()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        self._driver.quic.hold(self._stream_id)
 
 
 class _BodySink:
@@ -304,7 +281,7 @@ class H3ClientConnection:
         if event.stream_ended:
             body.close()
         else:
-            ex.receiver = Receiver(body.put, body.close, _Credit(self.driver, sid))
+            ex.receiver = Receiver(body.put, body.close, CreditProducer(self.driver, sid))
             self.driver.quic.flow(sid)
             body.on_closed(lambda: self._body_closed(sid))
         response = {"status": status, "headers": headers_dict(fields), "body": body, "ended": ex.ended}

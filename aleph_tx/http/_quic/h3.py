@@ -3,6 +3,8 @@
 - :class:`H3`: aioquic's ``H3Connection`` plus what it lacks here: sending GOAWAY
   (RFC 9114 §5.2), noticing a received GOAWAY, and forgetting the state of a
   stream we reset.
+- :class:`CreditProducer`: what a received body's put-and-pause receiver pauses:
+  the stream's receive credit (see :mod:`aleph_tx.http._quic.flow`).
 - :class:`BodyWriter`: the sending half of one stream's body (a response body on
   the server, a request body on the client) as an ``IConsumer``: its streaming
   producer (a :class:`~aleph_tx._adapter.Pump`) is paused while more than
@@ -60,6 +62,29 @@ class H3(H3Connection):
         super()._check_control_frame_type(frame_type)
         if frame_type == FrameType.GOAWAY:
             self.goaway_received = True
+
+
+@implementer(IPushProducer)
+class CreditProducer:
+    """The producer a body's :class:`~aleph_tx._adapter.Receiver` pauses: pausing
+    holds the stream's receive credit, resuming lets it slide again (and sends the
+    ``MAX_STREAM_DATA`` at the end of the turn)."""
+
+    __slots__ = ("_driver", "_stream_id")
+
+    def __init__(self, driver: QuicDriver, stream_id: int) -> None:
+        self._driver = driver
+        self._stream_id = stream_id
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._driver.quic.hold(self._stream_id)
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._driver.quic.flow(self._stream_id)
+        self._driver.transmit_soon()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self._driver.quic.hold(self._stream_id)
 
 
 class WriterState(enum.Enum):

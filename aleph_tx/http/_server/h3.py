@@ -36,14 +36,12 @@ from typing import Any
 from aioquic.h3 import events as h3events
 from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from aleph_tx._adapter import Receiver
 from aleph_tx.http._limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
-from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
+from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
 from aleph_tx.http._ring.request import build_request, headers_dict
 from aleph_tx.stream import Stream
 
@@ -112,27 +110,6 @@ class ResponseSink(BodyWriter):
         owner.h3.send_headers(self.stream_id, head, end_stream=True)
         owner.driver.transmit_soon()
         owner.writer_done(self)
-
-
-@implementer(IPushProducer)
-class _Credit:
-    """The Receiver's producer for one request body: pausing holds the stream's credit."""
-
-    __slots__ = ("_driver", "_stream_id")
-
-    def __init__(self, driver: QuicDriver, stream_id: int) -> None:
-        self._driver = driver
-        self._stream_id = stream_id
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self._driver.quic.hold(self._stream_id)
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._driver.quic.flow(self._stream_id)
-        self._driver.transmit_soon()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        self._driver.quic.hold(self._stream_id)
 
 
 class _Request:
@@ -289,7 +266,7 @@ class H3ServerConnection:
                 return
         if not event.stream_ended and req.length != 0:
             body = req.body = Stream()
-            req.receiver = Receiver(body.put, body.close, _Credit(self.driver, sid))
+            req.receiver = Receiver(body.put, body.close, CreditProducer(self.driver, sid))
             self.driver.quic.flow(sid)
         elif not event.stream_ended:
             self._stop_reading(sid)
