@@ -95,7 +95,7 @@ class QuicDriver:
         self._timer = Timer(None, self._on_timer, clock)
         self._timer_at: float | None = None
         self._soon: Any = None
-        self._busy = False  # in a datagram or the timer: a transmit follows anyway
+        self._busy = False  # in the timer: a transmit follows anyway
 
     @property
     def peer_address(self) -> Address | None:

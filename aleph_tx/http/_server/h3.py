@@ -216,6 +216,7 @@ class H3ServerConnection:
         if req is not None:
             # trailers (RFC 9114 §4.1): not passed on; they may end the body
             if event.stream_ended and req.receiver is not None:
+                _flush(req)
                 req.receiver.finish()
             return
         if sid >= self._next_stream:
@@ -371,11 +372,6 @@ class H3ServerConnection:
         self._maybe_close()
 
     # -- closing ----------------------------------------------------------------------------------
-
-    @property
-    def open_requests(self) -> int:
-        """Requests whose response has not ended."""
-        return len(self._requests)
 
     def graceful_close(self) -> None:
         """GOAWAY now; close once the requests already received have their responses."""
