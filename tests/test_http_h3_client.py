@@ -19,6 +19,8 @@ from aleph_tx import tls
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout
 from aleph_tx.http._client.h3 import H3ClientConnection, connect_h3
+from aleph_tx.http._quic.config import server_configuration
+from aleph_tx.http._server.h3 import listen_h3
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +213,23 @@ async def test_requests_fail_when_the_connection_is_cut(serve: Callable[..., H3S
     with pytest.raises(ConnectionLostError):
         await d
     assert not conn.available
+
+
+@itest()
+async def test_head_response_announces_a_length_without_a_body(tls_options: Any) -> None:
+    def run(request: dict[str, Any], sink: Any) -> None:
+        sink.start(200, [(b"content-length", b"100")])
+        if request["request_method"] != "head":
+            sink.write(b"h" * 100)
+        sink.finish()
+
+    port = listen_h3(run, server_configuration(tls_options), 0, "127.0.0.1")
+    try:
+        conn = await connect_h3("127.0.0.1", port.getHost().port, "localhost", insecure=True, connection_timeout=5)
+        resp = await conn.request("HEAD", "localhost", "/")
+        assert (resp["status"], resp["headers"]["content-length"], await read(resp)) == (200, "100", b"")
+        resp = await conn.request("GET", "localhost", "/")  # the connection is still up
+        assert await read(resp) == b"h" * 100
+        conn.abort()
+    finally:
+        await port.stopListening()

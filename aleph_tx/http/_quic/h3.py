@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import typing
 from collections.abc import Callable
+from typing import Any
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
@@ -56,6 +57,13 @@ class H3(H3Connection):
     def forget(self, stream_id: int) -> None:
         """Drop the HTTP/3 state of a stream we reset (aioquic would keep it)."""
         self._stream.pop(stream_id, None)
+
+    def _check_content_length(self, stream: Any) -> None:
+        # RFC 9110 §8.6: a response to HEAD, or a 304, announces the length of a body
+        # it does not carry; aioquic would close the connection over it
+        if self._is_client and stream.content_length == 0:
+            return
+        super()._check_content_length(stream)
 
     def _check_control_frame_type(self, frame_type: int) -> None:
         # aioquic skips a GOAWAY's payload; its type is seen here first
