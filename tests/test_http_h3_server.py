@@ -142,6 +142,7 @@ class H3Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self.waiters: dict[int, asyncio.Future[Any]] = {}
         self.responses: dict[int, list[Any]] = {}
+        self.interim: list[int] = []
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamReset) and event.stream_id in self.waiters:
@@ -182,7 +183,11 @@ class H3Client(QuicConnectionProtocol):
         self.responses[sid] = []
         self.transmit()
         events = await asyncio.shield(waiter)
-        head = events[0].headers
+        heads = [dict(e.headers) for e in events if isinstance(e, h3e.HeadersReceived)]
+        self.interim = [int(h[b":status"]) for h in heads if int(h[b":status"]) < 200]
+        head = next(
+            e.headers for e in events if isinstance(e, h3e.HeadersReceived) and e.headers[0][1][:1] != b"1"
+        )
         status = int(dict(head)[b":status"])
         data = b"".join(e.data for e in events if isinstance(e, h3e.DataReceived))
         return status, {k: v for k, v in head if not k.startswith(b":")}, data
@@ -275,3 +280,24 @@ async def test_stream_body(serve: Callable[..., H3Server]) -> None:
     status, _, body = await in_thread(server.number, lambda c: c.request("GET", "/"))
     assert status == 200
     assert body == b"".join(f"part {i}\n".encode() for i in range(5))
+
+
+@itest()
+async def test_interim_response_then_the_head(tls_options: Any) -> None:
+    def run(request: dict[str, Any], sink: ResponseSink) -> None:
+        sink.inform(103, [(b"link", b"</style.css>; rel=preload")])
+        sink.start(200, [(b"content-length", b"2")])
+        sink.write(b"ok")
+        sink.finish()
+
+    config = server_configuration(tls_options)
+    port = listen_h3(run, config, 0, "127.0.0.1")
+    try:
+
+        async def work(c: H3Client) -> Any:
+            return await c.request("GET", "/"), c.interim
+
+        (status, _, body), interim = await in_thread(port.getHost().port, work)
+        assert (interim, status, body) == ([103], 200, b"ok")
+    finally:
+        await port.stopListening()

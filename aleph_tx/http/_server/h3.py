@@ -67,7 +67,8 @@ class Tracker(typing.Protocol):
 class ResponseSink(BodyWriter):
     """The response side of one request stream.
 
-    ``start(status, header_lines)`` sends the head; ``write``, ``finish``,
+    ``start(status, header_lines)`` sends the head (``inform`` an interim 1xx
+    before it); ``write``, ``finish``,
     ``abort``, ``on_lost`` and the ``IConsumer`` methods are
     :class:`~aleph_tx.http._quic.h3.BodyWriter`'s: a registered streaming
     producer is paused while the client does not read, and stopped (with the
@@ -96,6 +97,19 @@ class ResponseSink(BodyWriter):
         self.state = WriterState.STARTED
         owner = self._owner
         owner.h3.send_headers(self.stream_id, headers)
+        owner.driver.transmit_soon()
+
+    def inform(self, status: int, header_lines: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Send an interim (1xx) response before the head: ``100`` for
+        ``expect: 100-continue``, ``103`` Early Hints (RFC 9114 §4.1). No-op once the head went."""
+        if not 100 <= status < 200 or status == 101:
+            raise ValueError(f"an interim response status is 100, 102 or 103..199, not {status!r}")
+        if self.state is not WriterState.OPEN:
+            return
+        head = [(b":status", b"%d" % status)]
+        head += [(n.lower(), v) for n, v in header_lines or () if n.lower() not in CONNECTION_FIELDS]
+        owner = self._owner
+        owner.h3.send_headers(self.stream_id, head)
         owner.driver.transmit_soon()
 
     def refuse(self, status: int) -> None:
