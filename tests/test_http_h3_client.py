@@ -18,9 +18,9 @@ from aleph_tx import stream as s
 from aleph_tx import tls
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout
-from aleph_tx.http._client.h3 import H3ClientConnection, connect_h3
+from aleph_tx.http._client.h3 import AltService, H3ClientConnection, connect_h3, parse_alt_svc
 from aleph_tx.http._quic.config import server_configuration
-from aleph_tx.http._server.h3 import listen_h3
+from aleph_tx.http._server.h3 import alt_svc, listen_h3
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,9 @@ async def test_head_response_announces_a_length_without_a_body(tls_options: Any)
 
     port = listen_h3(run, server_configuration(tls_options), 0, "127.0.0.1")
     try:
-        conn = await connect_h3("127.0.0.1", port.getHost().port, "localhost", insecure=True, connection_timeout=5)
+        conn = await connect_h3(
+            "127.0.0.1", port.getHost().port, "localhost", insecure=True, connection_timeout=5
+        )
         resp = await conn.request("HEAD", "localhost", "/")
         assert (resp["status"], resp["headers"]["content-length"], await read(resp)) == (200, "100", b"")
         resp = await conn.request("GET", "localhost", "/")  # the connection is still up
@@ -233,3 +235,21 @@ async def test_head_response_announces_a_length_without_a_body(tls_options: Any)
         conn.abort()
     finally:
         await port.stopListening()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('h3=":443"; ma=2592000,h3-29=":443"; ma=2592000', [AltService("", 443, 2592000)]),
+        ('h2="alt.example.com:8000", h3=":443"', [AltService("", 443, 86400)]),
+        ('h3="alt.example.com:8443"; ma=60; persist=1', [AltService("alt.example.com", 8443, 60)]),
+        ('h3="[::1]:9443"', [AltService("::1", 9443, 86400)]),
+        ('h3=":1", h3=":2"; ma=5', [AltService("", 1, 86400), AltService("", 2, 5)]),
+        ("clear", None),
+        ('h3=":notaport", h3=":70000", h3=":0", garbage', []),
+        ("", []),
+        (alt_svc(8443), [AltService("", 8443, 86400)]),
+    ],
+)
+def test_parse_alt_svc(value: str, expected: list[AltService] | None) -> None:
+    assert parse_alt_svc(value) == expected

@@ -20,7 +20,9 @@ new requests (:attr:`H3ClientConnection.available`).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
 from typing import Any
 
 from aioquic.h3 import events as h3events
@@ -39,7 +41,7 @@ from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProd
 from aleph_tx.http._ring.request import headers_dict
 from aleph_tx.stream import Stream
 
-__all__ = ["H3ClientConnection", "connect_h3"]
+__all__ = ["AltService", "H3ClientConnection", "connect_h3", "parse_alt_svc"]
 
 #: Request fields that HTTP/3 carries as pseudo-headers or forbids (RFC 9114 §4.2, §4.3.1).
 _DROP_FIELDS = CONNECTION_FIELDS | {b"host", b"te"}
@@ -393,6 +395,52 @@ class H3ClientConnection:
 
     def __repr__(self) -> str:
         return f"<H3ClientConnection {self.driver!r} requests={len(self._exchanges)}>"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AltService:
+    """One HTTP/3 alternative of an ``alt-svc`` field (RFC 7838 §3).
+
+    :ivar host: the alternative host (``""``: the origin's own host).
+    :ivar port: its UDP port.
+    :ivar max_age: seconds it may be remembered (``ma``, default 86400).
+    """
+
+    host: str
+    port: int
+    max_age: int = 86400
+
+
+_ALT_SVC = re.compile(
+    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)="([^"]*)"((?:\s*;\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+=(?:"[^"]*"|[^,;\s]*))*)\s*(?:,|$)"""
+)
+_PARAM = re.compile(r"""\s*;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)=(?:"([^"]*)"|([^,;\s]*))""")
+
+
+def parse_alt_svc(value: str) -> list[AltService] | None:
+    """The ``h3`` alternatives an ``alt-svc`` response field offers, in its order.
+
+    :returns: ``None`` for ``clear`` (forget the alternatives of this origin, RFC 7838
+        §3); otherwise the ``h3`` entries (other protocols, such as ``h3-29`` or
+        ``h2``, and malformed entries are skipped).
+    """
+    if value.strip() == "clear":
+        return None
+    found: list[AltService] = []
+    for match in _ALT_SVC.finditer(value):
+        protocol, authority, params = match.groups()
+        if protocol != "h3":
+            continue
+        host, sep, port_text = authority.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            continue
+        max_age = 86400
+        for name, quoted, plain in _PARAM.findall(params):
+            text = quoted if quoted else plain
+            if name == "ma" and text.isdigit():
+                max_age = int(text)
+        found.append(AltService(host.strip("[]"), int(port_text), max_age))
+    return found
 
 
 def _is_ip(host: str) -> int:

@@ -45,9 +45,15 @@ from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProd
 from aleph_tx.http._ring.request import build_request, headers_dict
 from aleph_tx.stream import Stream
 
-__all__ = ["H3ServerConnection", "ResponseSink", "Runner", "listen_h3"]
+__all__ = ["H3ServerConnection", "ResponseSink", "Runner", "alt_svc", "listen_h3"]
 
 _log = Logger()
+
+
+def alt_svc(port: int, max_age: int = 86400) -> str:
+    """The ``alt-svc`` field value that advertises HTTP/3 on UDP ``port`` (RFC 7838 §3,
+    RFC 9114 §3.1.1), for the server's HTTP/1.1 and HTTP/2 responses."""
+    return f'h3=":{port}"; ma={max_age}'
 
 
 class Runner(typing.Protocol):
