@@ -112,9 +112,10 @@ class MemoryTests(SynchronousTestCase):
         wire, _, conn = pair(clock)
         self.successResultOf(conn.ready)
         wire.flush(clock)
-        # a client driver and a server driver: at most one QUIC timer each
+        # a client driver and a server driver: at most one QUIC timer each (and the
+        # server connection's header_timeout, armed while no request is in flight)
         timers = [c for c in clock.getDelayedCalls() if c.active()]
-        self.assertLessEqual(len(timers), 2)
+        self.assertLessEqual(len(timers), 3)
 
     def test_lost_first_flight_is_retransmitted(self) -> None:
         clock = Clock()
@@ -139,3 +140,46 @@ class MemoryTests(SynchronousTestCase):
             if conn.ready.called:
                 break
         self.successResultOf(conn.ready)
+
+    def test_header_timeout_closes_an_idle_connection(self) -> None:
+        clock = Clock()
+        wire, servers, conn = pair(clock, header_timeout=5)
+        self.successResultOf(conn.ready)
+        d = conn.request("GET", "localhost", "/a")
+        wire.flush(clock)
+        self.assertEqual(self.successResultOf(d)["status"], 200)
+        clock.advance(3)
+        wire.flush(clock)
+        self.assertTrue(conn.available)  # 3 s + the flushes since the response: not yet
+        clock.advance(2)
+        wire.flush(clock)
+        self.assertFalse(conn.available)  # GOAWAY, then the connection closed
+        for _ in range(20):
+            clock.advance(0.5)
+            wire.flush(clock)
+        self.assertTrue(servers[0].driver.terminated)
+
+    def test_header_timeout_answers_408_to_a_partial_head(self) -> None:
+        clock = Clock()
+        wire, servers, conn = pair(clock, header_timeout=5)
+        self.successResultOf(conn.ready)
+        seen: list[Any] = []
+        handle = conn.h3.handle_event
+
+        def record(event: Any) -> Any:
+            out = handle(event)
+            seen.extend(out)
+            return out
+
+        conn.h3.handle_event = record  # type: ignore[method-assign]
+        sid = conn.driver.quic.get_next_available_stream_id()
+        # a HEADERS frame (type 1) announcing 80 bytes, of which 7 arrive
+        conn.driver.quic.send_stream_data(sid, b"\x01\x40\x50partial")
+        conn.driver.transmit_soon()
+        wire.flush(clock)
+        self.assertEqual(servers[0].h3.partial_requests(), [sid])
+        clock.advance(5)
+        wire.flush(clock)
+        statuses = [dict(e.headers).get(b":status") for e in seen if hasattr(e, "headers")]
+        self.assertEqual(statuses, [b"408"])
+        self.assertFalse(conn.available)

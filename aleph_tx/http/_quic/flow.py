@@ -64,6 +64,7 @@ def check_aioquic() -> None:
         (stream.receiver, "highest_offset"),
         (stream.sender, "highest_offset"),
         (stream.sender, "_buffer_stop"),
+        (stream.sender, "_buffer_start"),
     ):
         if not hasattr(obj, attr):
             missing.append(f"{type(obj).__name__}.{attr}")
@@ -124,8 +125,17 @@ class FlowControlledConnection(QuicConnection):
         return max(0, sender._buffer_stop - sender.highest_offset)
 
     def sends_done(self) -> bool:
-        """Whether every bidirectional stream's sending part is over (FIN or reset acknowledged)."""
-        return all(stream.sender.is_finished for sid, stream in self._streams.items() if not sid & 2)
+        """Whether everything sent was acknowledged: every request stream's sending part
+        is over (FIN or reset acknowledged) and our unidirectional streams (the HTTP/3
+        control stream with its GOAWAY, QPACK) have nothing unacknowledged."""
+        for sid, stream in self._streams.items():
+            sender = stream.sender
+            if not sid & 2:
+                if not sender.is_finished:
+                    return False
+            elif sender._buffer_start != sender._buffer_stop:
+                return False
+        return True
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: QuicStream) -> None:
         sid = stream.stream_id

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, HeadersState, encode_frame
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -57,6 +57,16 @@ class H3(H3Connection):
     def forget(self, stream_id: int) -> None:
         """Drop the HTTP/3 state of a stream we reset (aioquic would keep it)."""
         self._stream.pop(stream_id, None)
+
+    def partial_requests(self) -> list[int]:
+        """Request streams on which data arrived but no complete head yet (server side)."""
+        return [
+            sid
+            for sid, stream in self._stream.items()
+            if sid % 4 == 0
+            and stream.headers_recv_state is HeadersState.INITIAL
+            and not stream.receiving_ended
+        ]
 
     def _check_content_length(self, stream: Any) -> None:
         # RFC 9110 §8.6: a response to HEAD, or a 304, announces the length of a body

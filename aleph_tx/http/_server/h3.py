@@ -25,7 +25,9 @@ HTTP/1.1 ``name: value\\r\\n`` lines, larger than ``max_header_size``), **413**
 response has started, the stream is reset). :meth:`H3ServerConnection.graceful_close`
 sends GOAWAY (RFC 9114 §5.2), lets the requests in flight finish, refuses newer
 streams with ``H3_REQUEST_REJECTED`` and then closes the connection;
-:meth:`H3ServerConnection.abort` cuts it.
+:meth:`H3ServerConnection.abort` cuts it. ``header_timeout``: a connection with no
+request in flight for that long (from its start or the end of its last response)
+is closed that way, after a **408** on each stream whose head was still arriving.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from aioquic.quic import events as qevents
 from twisted.logger import Logger
 
 from aleph_tx._adapter import Receiver
+from aleph_tx._time import Timer
 from aleph_tx.http._limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
@@ -170,6 +173,7 @@ class H3ServerConnection:
         max_request_body_size: int | None = None,
         max_header_size: int = 8192,
         max_initial_line_length: int = 8192,
+        header_timeout: float | None = 60,
     ) -> None:
         self.driver = driver
         self.h3 = H3(driver.quic)
@@ -184,6 +188,11 @@ class H3ServerConnection:
         self._batched: list[_Request] = []
         self._next_stream = 0  # the lowest client stream ID not seen yet
         self._goaway: int | None = None
+        self._closing = False  # CONNECTION_CLOSE sent
+        # header_timeout: armed while no request is in flight (from the connection's
+        # start, then from the end of the last response)
+        self._head_timer = Timer(header_timeout, self._head_timeout, driver.clock)
+        self._head_timer.start()
         if tracker is not None:
             tracker.track(self)
 
@@ -203,6 +212,7 @@ class H3ServerConnection:
 
     def connection_terminated(self, event: qevents.ConnectionTerminated) -> None:
         """Every open stream is lost; the tracker forgets this connection."""
+        self._head_timer.stop()
         requests, self._requests = self._requests, {}
         self._paused.clear()
         for req in requests.values():
@@ -225,7 +235,7 @@ class H3ServerConnection:
             for sink in list(self._paused):
                 if not sink.check_room():
                     self._paused.discard(sink)
-        if self._goaway is not None:
+        if self._goaway is not None and not self._closing:
             self._maybe_close()
 
     # -- requests ----------------------------------------------------------------------------
@@ -246,6 +256,8 @@ class H3ServerConnection:
             return
         sink = ResponseSink(self, sid)
         req = _Request(sink)
+        if not self._requests:
+            self._head_timer.stop()
         self._requests[sid] = req
         method = path = authority = b""
         fields: list[tuple[bytes, bytes]] = []
@@ -395,26 +407,43 @@ class H3ServerConnection:
 
     def graceful_close(self) -> None:
         """GOAWAY now; close once the requests already received have their responses."""
+        self._head_timer.stop()
         if self._goaway is None and not self.driver.terminated:
             self._goaway = self._next_stream
             self.h3.send_goaway(self._goaway)
-            self.driver.transmit_soon()
-            self._maybe_close()
+            self.driver.transmit_soon()  # the close follows once GOAWAY is acknowledged
 
     def abort(self) -> None:
         """Cut the connection now (CONNECTION_CLOSE, state forgotten)."""
         self.driver.abort(error_code=ErrorCode.H3_NO_ERROR, reason="server shutdown")
 
+    def _head_timeout(self) -> None:
+        """No request head within ``header_timeout``: 408 on the streams whose head is
+        still coming, then close (silently, with GOAWAY, if none was)."""
+        for sid in self.h3.partial_requests():
+            try:
+                head = [(b":status", b"408"), (b"content-length", b"0")]
+                self.h3.send_headers(sid, head, end_stream=True)
+            except Exception:  # the stream cannot take a head now: cut it
+                self.driver.quic.reset_stream(sid, ErrorCode.H3_REQUEST_INCOMPLETE)
+            self._stop_reading(sid, ErrorCode.H3_REQUEST_INCOMPLETE)
+            self.h3.forget(sid)
+        self.graceful_close()
+
     def _maybe_close(self) -> None:
+        if not self._requests and self._goaway is None and not self.driver.terminated:
+            self._head_timer.start()
         # after GOAWAY, once every response was sent and acknowledged (a CONNECTION_CLOSE
         # would end what is still unsent, RFC 9000 §10.2)
         driver = self.driver
         if (
             self._goaway is not None
+            and not self._closing
             and not self._requests
             and not driver.terminated
             and driver.quic.sends_done()
         ):
+            self._closing = True
             driver.close(error_code=ErrorCode.H3_NO_ERROR, reason="server shutdown")
 
     def __repr__(self) -> str:
@@ -438,7 +467,8 @@ def listen_h3(
     :param configuration: a server ``QuicConfiguration``
         (:func:`aleph_tx.http._quic.config.server_configuration`).
     :param tracker: the :class:`aleph_tx._server.Server` that tracks connections.
-    :param limits: ``max_request_body_size``, ``max_header_size``, ``max_initial_line_length``.
+    :param limits: ``max_request_body_size``, ``max_header_size``,
+        ``max_initial_line_length``, ``header_timeout``.
     :returns: the listening port (its ``stopListening`` waits for open connections).
     """
     box: list[int] = []
