@@ -28,14 +28,14 @@ class Wire:
 
     def __init__(self) -> None:
         self.queue: list[tuple[QuicEndpoint, bytes, tuple[str, int]]] = []
-        self.sent = 0
+        self.log: list[tuple[tuple[str, int], bytes]] = []  # (sender, datagram)
 
     def transport(self, peer: Any, me: tuple[str, int]) -> Any:
         wire = self
 
         class Transport:
             def write(self, data: bytes, addr: tuple[str, int]) -> None:
-                wire.sent += 1
+                wire.log.append((me, data))
                 wire.queue.append((peer[0], data, me))
 
         return Transport()
@@ -183,3 +183,30 @@ class MemoryTests(SynchronousTestCase):
         statuses = [dict(e.headers).get(b":status") for e in seen if hasattr(e, "headers")]
         self.assertEqual(statuses, [b"408"])
         self.assertFalse(conn.available)
+
+    def test_retry_validates_the_address_first(self) -> None:
+        clock = Clock()
+        options = tls.self_signed_context()
+        accepted: list[QuicDriver] = []
+
+        def accept(driver: QuicDriver) -> H3ServerConnection:
+            accepted.append(driver)
+            return H3ServerConnection(driver, run_with(lambda req: {"body": "validated"}), 443)
+
+        server = QuicEndpoint(server_configuration(options), accept, retry=True, clock=clock)
+        client = QuicEndpoint(client_configuration("localhost", insecure=True), None, clock=clock)
+        wire = Wire()
+        server.transport = wire.transport([client], SERVER_ADDR)
+        client.transport = wire.transport([server], CLIENT_ADDR)
+        driver = client.connect(SERVER_ADDR)
+        conn = H3ClientConnection(driver)
+        driver.handler = conn
+        wire.flush(clock)
+        self.successResultOf(conn.ready)
+        self.assertEqual(len(accepted), 1)  # one connection, made for the Initial with the token
+        from_server = [data for sender, data in wire.log if sender == SERVER_ADDR]
+        # RFC 9000 §17.2.5: the server's first datagram is a Retry (long header, type 3)
+        self.assertEqual(from_server[0][0] & 0xF0, 0xF0)
+        d = conn.request("GET", "localhost", "/")
+        wire.flush(clock)
+        self.assertEqual(self.successResultOf(self.successResultOf(d)["body"].take()), b"validated")
