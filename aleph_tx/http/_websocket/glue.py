@@ -47,7 +47,7 @@ from twisted.python.failure import Failure
 
 from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
-from aleph_tx.http._websocket.options import WSOptions, choose_subprotocol
+from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
 
 __all__ = [
     "ClientProtocol",

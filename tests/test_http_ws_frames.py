@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer, bounded, frame, until
 from hypothesis import given
 from hypothesis import strategies as st
-from ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer, bounded, frame, until
 
 from aleph_tx.http._websocket.api import websocket_client
 from aleph_tx.http._websocket.glue import unmask
