@@ -42,7 +42,7 @@ from twisted.logger import Logger
 
 from aleph_tx._adapter import Receiver
 from aleph_tx._time import Timer
-from aleph_tx.http._limits import check_content_length, check_header_size, check_request_line
+from aleph_tx.http._ring.limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
 from aleph_tx.http._ring.request import build_request, headers_dict
