@@ -1,7 +1,7 @@
 """HTTP/3 benchmark: aleph_tx's server against hypercorn's, aleph_tx's client against niquests'.
 
 Servers (each in its own process, pinned to CPU 0 with ``taskset`` when available):
-aleph_tx's HTTP/3 server (``listen_h3`` with a minimal handler runner) and
+aleph_tx's HTTP/3 server (``listen_h3`` with the server's handler runner) and
 hypercorn's (``--quic-bind``, a raw ASGI app), both answering ``/`` with
 ``Hello, World!`` and ``/10m`` with 10 MiB. Clients run on CPU 1, one process per
 measurement, peers interleaved in every round:
@@ -41,15 +41,15 @@ sys.path.insert(0, sys.argv[1])
 from twisted.internet import reactor
 from aleph_tx import tls
 from aleph_tx.http._quic.config import server_configuration
+from aleph_tx.http._ring.limits import make_options
+from aleph_tx.http._server.exchange import Runner
 from aleph_tx.http._server.h3 import listen_h3
-HELLO = b"Hello, World!"
-BIG = b"x" * (10 << 20)
-def run(request, sink):
-    body = BIG if request["uri"] == "/10m" else HELLO
-    sink.start(200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))])
-    sink.write(body)
-    sink.finish()
-port = listen_h3(run, server_configuration(tls.self_signed_context()), int(sys.argv[2]), "127.0.0.1")
+HELLO = {"status": 200, "headers": {"content-type": "text/plain"}, "body": b"Hello, World!"}
+BIG = {"status": 200, "headers": {"content-type": "text/plain"}, "body": b"x" * (10 << 20)}
+def handler(req):
+    return BIG if req["uri"] == "/10m" else HELLO
+runner = Runner(handler, make_options({}))
+port = listen_h3(runner, server_configuration(tls.self_signed_context()), int(sys.argv[2]), "127.0.0.1")
 print("ready", flush=True)
 reactor.run()
 """

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, serving
+from test_http_h3_server import H3Server, runner_for, serving
 from twisted.internet.defer import CancelledError, Deferred
 
 from aleph_tx import stream as s
@@ -217,13 +217,10 @@ async def test_requests_fail_when_the_connection_is_cut(serve: Callable[..., H3S
 
 @itest()
 async def test_head_response_announces_a_length_without_a_body(tls_options: Any) -> None:
-    def run(request: dict[str, Any], sink: Any) -> None:
-        sink.start(200, [(b"content-length", b"100")])
-        if request["request_method"] != "head":
-            sink.write(b"h" * 100)
-        sink.finish()
+    def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"body": b"h" * 100}
 
-    port = listen_h3(run, server_configuration(tls_options), 0, "127.0.0.1")
+    port = listen_h3(runner_for(handler), server_configuration(tls_options), 0, "127.0.0.1")
     try:
         conn = await connect_h3(
             "127.0.0.1", port.getHost().port, "localhost", insecure=True, connection_timeout=5

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, run_with, serving
+from test_http_h3_server import H3Server, runner_for, serving
 from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
@@ -171,7 +171,7 @@ class _Late:
 
 def start_server(handler: Callable[..., Any], tls_options: Any, shutdown_timeout: float) -> Server:
     late = _Late()
-    port = listen_h3(run_with(handler), server_configuration(tls_options), 0, "127.0.0.1", tracker=late)
+    port = listen_h3(runner_for(handler), server_configuration(tls_options), 0, "127.0.0.1", tracker=late)
     late.server = Server([port], shutdown_timeout=shutdown_timeout)
     return late.server
 

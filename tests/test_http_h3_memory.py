@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
-from test_http_h3_server import run_with
+from test_http_h3_server import runner_for
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -57,12 +57,12 @@ class Wire:
 
 def pair(clock: Clock, **server_options: Any) -> tuple[Wire, list[H3ServerConnection], H3ClientConnection]:
     options = tls.self_signed_context()
-    idle = server_options.pop("idle_timeout", None)
+    idle = server_options.get("idle_timeout")
     handler = server_options.pop("handler", lambda req: {"body": "hi " + req["uri"]})
     servers: list[H3ServerConnection] = []
 
     def accept(driver: QuicDriver) -> H3ServerConnection:
-        conn = H3ServerConnection(driver, run_with(handler), 443, **server_options)
+        conn = H3ServerConnection(driver, runner_for(handler, **server_options), 443)
         servers.append(conn)
         return conn
 
@@ -121,7 +121,7 @@ class MemoryTests(SynchronousTestCase):
         clock = Clock()
         options = tls.self_signed_context()
         server = QuicEndpoint(
-            server_configuration(options), lambda d: H3ServerConnection(d, run_with(dict), 443), clock=clock
+            server_configuration(options), lambda d: H3ServerConnection(d, runner_for(dict), 443), clock=clock
         )
         client = QuicEndpoint(client_configuration("localhost", insecure=True), None, clock=clock)
         wire = Wire()
@@ -191,7 +191,7 @@ class MemoryTests(SynchronousTestCase):
 
         def accept(driver: QuicDriver) -> H3ServerConnection:
             accepted.append(driver)
-            return H3ServerConnection(driver, run_with(lambda req: {"body": "validated"}), 443)
+            return H3ServerConnection(driver, runner_for(lambda req: {"body": "validated"}), 443)
 
         server = QuicEndpoint(server_configuration(options), accept, retry=True, clock=clock)
         client = QuicEndpoint(client_configuration("localhost", insecure=True), None, clock=clock)

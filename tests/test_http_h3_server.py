@@ -2,8 +2,7 @@
 
 The server runs on the real reactor on 127.0.0.1; the client runs its own asyncio
 loop in a reactor pool thread (``deferToThread``), bounded by ``asyncio.wait_for``.
-Until the shared handler runner lands, :func:`run_with` below is a test-only runner
-(a handler returning a dict with a bytes, ``str``, ``None`` or ``Stream`` body).
+Requests go through the server's one handler runner (``exchange.Runner``).
 """
 
 from __future__ import annotations
@@ -26,70 +25,20 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamReset
 from test_http_client_servers import itest
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
 from aleph_tx import tls
-from aleph_tx._adapter import Pump
-from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
 from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._quic.endpoint import QuicPort
-from aleph_tx.http._server.h3 import ResponseSink, listen_h3
-
-# -- a test-only handler runner -----------------------------------------------------------
-
-
-class _BodySink:
-    """A Pump's sink: body bytes to the response sink."""
-
-    def __init__(self, sink: ResponseSink) -> None:
-        self.sink = sink
-
-    def write(self, data: bytes) -> None:
-        self.sink.write(data)
-
-    def pump_done(self) -> None:
-        self.sink.unregisterProducer()
-        self.sink.finish()
-
-    def pump_failed(self, failure: Failure) -> None:
-        self.sink.unregisterProducer()
-        self.sink.abort()
+from aleph_tx.http._ring.limits import make_options
+from aleph_tx.http._server.exchange import Runner
+from aleph_tx.http._server.h3 import listen_h3
 
 
-def run_with(handler: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any], ResponseSink], None]:
-    """``run(request, sink)`` for ``handler`` (dict responses; bytes/str/None/Stream bodies)."""
-
-    def run(request: dict[str, Any], sink: ResponseSink) -> None:
-        d = maybeDeferred(handler, request)
-        sink.on_lost(d.cancel)
-
-        def respond(resp: dict[str, Any] | None) -> None:
-            resp = resp or {"status": 204}
-            lines = [(k.encode(), v.encode()) for k, v in (resp.get("headers") or {}).items()]
-            body = resp.get("body")
-            if body is None or isinstance(body, (bytes, str)):
-                data = b"" if body is None else to_chunk(body)
-                sink.start(resp.get("status", 200), [*lines, (b"content-length", b"%d" % len(data))])
-                sink.write(data)
-                sink.finish()
-                return
-            pump = Pump(ChunkSource(SourceKind.STREAM, body, on_close=body.close), _BodySink(sink))
-            sink.registerProducer(pump, True)
-            sink.start(resp.get("status", 200), lines)
-            pump.start()
-
-        def failed(f: Failure) -> None:
-            if sink.started:
-                sink.abort()
-            else:
-                sink.start(500, [(b"content-length", b"0")])
-                sink.finish()
-
-        d.addCallbacks(respond, failed)
-
-    return run
+def runner_for(handler: Callable[[dict[str, Any]], Any], **options: Any) -> Runner:
+    """The server's own handler runner for ``handler`` with ``start_server`` options."""
+    return Runner(handler, make_options(options))
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -102,8 +51,8 @@ def tls_options() -> Any:
 
 class H3Server:
     def __init__(self, handler: Callable[..., Any], tls_options: Any, **limits: Any) -> None:
-        config = server_configuration(tls_options, idle_timeout=limits.pop("idle_timeout", None))
-        self.port: QuicPort = listen_h3(run_with(handler), config, 0, "127.0.0.1", **limits)
+        config = server_configuration(tls_options, idle_timeout=limits.get("idle_timeout"))
+        self.port: QuicPort = listen_h3(runner_for(handler, **limits), config, 0, "127.0.0.1")
         self.number = self.port.getHost().port
 
     def close(self) -> Deferred[None]:
@@ -283,21 +232,33 @@ async def test_stream_body(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_interim_response_then_the_head(tls_options: Any) -> None:
-    def run(request: dict[str, Any], sink: ResponseSink) -> None:
-        sink.inform(103, [(b"link", b"</style.css>; rel=preload")])
-        sink.start(200, [(b"content-length", b"2")])
-        sink.write(b"ok")
-        sink.finish()
+async def test_expect_100_continue_gets_an_interim_response(serve: Callable[..., H3Server]) -> None:
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"body": b"got %d" % len(b"".join(await s.collect(req["body"])))}
 
-    config = server_configuration(tls_options)
-    port = listen_h3(run, config, 0, "127.0.0.1")
-    try:
+    server = serve(handler)
 
-        async def work(c: H3Client) -> Any:
-            return await c.request("GET", "/"), c.interim
+    async def work(c: H3Client) -> Any:
+        return await c.request("POST", "/", [(b"expect", b"100-continue")], body=b"abc"), c.interim
 
-        (status, _, body), interim = await in_thread(port.getHost().port, work)
-        assert (interim, status, body) == ([103], 200, b"ok")
-    finally:
-        await port.stopListening()
+    (status, _, body), interim = await in_thread(server.number, work)
+    assert (interim, status, body) == ([100], 200, b"got 3")
+
+
+@itest()
+async def test_handler_errors_through_the_runner(serve: Callable[..., H3Server]) -> None:
+    # (HEAD is tested with our client: aioquic's own client closes the connection on
+    # a HEAD response that announces a length, RFC 9110 §8.6 notwithstanding)
+    def handler(req: dict[str, Any]) -> dict[str, Any]:
+        if req["uri"] == "/boom":
+            raise RuntimeError("boom")
+        return {"headers": {"content-type": "text/plain"}, "body": b"twelve bytes"}
+
+    server = serve(handler)
+
+    async def work(c: H3Client) -> Any:
+        return await c.request("GET", "/boom"), await c.request("GET", "/")
+
+    (err_status, _, err_body), (status, headers, body) = await in_thread(server.number, work)
+    assert (err_status, err_body) == (500, b"Internal Server Error")
+    assert (status, headers[b"content-length"], body) == (200, b"12", b"twelve bytes")

@@ -3,8 +3,10 @@
 One :class:`H3ServerConnection` per QUIC connection (created by a
 :class:`~aleph_tx.http._quic.endpoint.QuicEndpoint`, see :func:`listen_h3`). Each
 request stream becomes a Ring request dict (``protocol`` ``"HTTP/3"``), built by
-the same pure builder as every other front, and is handed with its
-:class:`ResponseSink` to the handler runner: ``run(request, sink)``.
+the same pure builder as every other front, and runs in an
+:class:`~aleph_tx.http._server.exchange.Exchange` (the one handler runner: results,
+``error_handler``, compression, ``continue_handler``, abandonment) whose sink is
+the stream's :class:`ResponseSink`.
 
 Backpressure, both ways, on QUIC flow control (RFC 9000 §4):
 
@@ -32,6 +34,7 @@ is closed that way, after a **408** on each stream whose head was still arriving
 
 from __future__ import annotations
 
+import http
 import typing
 from typing import Any
 
@@ -42,13 +45,15 @@ from twisted.logger import Logger
 
 from aleph_tx._adapter import Receiver
 from aleph_tx._time import Timer
-from aleph_tx.http._ring.limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
+from aleph_tx.http._ring.limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._ring.request import build_request, headers_dict
+from aleph_tx.http._ring.response import NO_BODY_STATUSES
+from aleph_tx.http._server.exchange import Exchange, Runner
 from aleph_tx.stream import Stream
 
-__all__ = ["H3ServerConnection", "ResponseSink", "Runner", "alt_svc", "listen_h3"]
+__all__ = ["H3ServerConnection", "ResponseSink", "alt_svc", "listen_h3"]
 
 _log = Logger()
 
@@ -57,12 +62,6 @@ def alt_svc(port: int, max_age: int = 86400) -> str:
     """The ``alt-svc`` field value that advertises HTTP/3 on UDP ``port`` (RFC 7838 §3,
     RFC 9114 §3.1.1), for the server's HTTP/1.1 and HTTP/2 responses."""
     return f'h3=":{port}"; ma={max_age}'
-
-
-class Runner(typing.Protocol):
-    """The handler runner: runs the handler for ``request`` and answers through ``sink``."""
-
-    def __call__(self, request: dict[str, Any], sink: ResponseSink) -> object: ...
 
 
 class Tracker(typing.Protocol):
@@ -87,7 +86,7 @@ class ResponseSink(BodyWriter):
 
     __slots__ = ()
 
-    def start(self, status: int, header_lines: list[tuple[bytes, bytes]]) -> None:
+    def start(self, status: int, header_lines: list[tuple[bytes, bytes]], end_stream: bool = False) -> None:
         """Send the response head (``:status`` and the fields, names lower-cased).
 
         Connection-specific fields (RFC 9114 §4.2) are left out. No-op once lost.
@@ -103,10 +102,12 @@ class ResponseSink(BodyWriter):
             name = name.lower()
             if name not in CONNECTION_FIELDS:
                 headers.append((name, value))
-        self.state = WriterState.STARTED
+        self.state = WriterState.FINISHED if end_stream else WriterState.STARTED
         owner = self._owner
-        owner.h3.send_headers(self.stream_id, headers)
+        owner.h3.send_headers(self.stream_id, headers, end_stream)
         owner.driver.transmit_soon()
+        if end_stream:
+            owner.writer_done(self)
 
     def inform(self, status: int, header_lines: list[tuple[bytes, bytes]] | None = None) -> None:
         """Send an interim (1xx) response before the head: ``100`` for
@@ -120,6 +121,64 @@ class ResponseSink(BodyWriter):
         owner = self._owner
         owner.h3.send_headers(self.stream_id, head)
         owner.driver.transmit_soon()
+
+    # -- the exchange's sink (aleph_tx.http._server.exchange.ResponseSink) ---------------
+
+    def respond_whole(
+        self, ex: Exchange, status: int, lines: list[bytes], seen: dict[str, str], body: bytes
+    ) -> None:
+        """The head, ``content-length`` and the body, then the end of the stream."""
+        fields = _fields(lines)
+        if status not in NO_BODY_STATUSES:
+            length = len(body)
+            declared = seen.get("content-length")
+            if ex.head and not body and declared is not None and declared.isdigit():
+                length = int(declared)
+            fields.append((b"content-length", b"%d" % length))
+        send = body if body and not ex.head and status not in NO_BODY_STATUSES else b""
+        self.start(status, fields, end_stream=not send)
+        if send:
+            self.write(send)
+            self.finish()
+
+    def respond_head(
+        self, ex: Exchange, status: int, lines: list[bytes], seen: dict[str, str], length: int | None
+    ) -> bool:
+        """The head of a streamed body; ``False`` (stream ended) when no body goes out."""
+        fields = _fields(lines)
+        if length is not None and status not in NO_BODY_STATUSES:
+            fields.append((b"content-length", b"%d" % length))
+        if ex.head or status in NO_BODY_STATUSES:
+            self.start(status, fields, end_stream=True)
+            return False
+        self.start(status, fields)
+        return True
+
+    def respond_error(self, ex: Exchange, status: int) -> None:
+        """A plain-text error, then the end of the stream (reset if the head went out)."""
+        if self.state is not WriterState.OPEN:
+            self.abort()
+            return
+        text = _REASONS.get(status, b"Error")
+        head = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text))]
+        self.start(status, head)
+        self.write(text)
+        self.finish()
+
+    def send_continue(self, ex: Exchange) -> None:
+        """``100 Continue`` (RFC 9110 §10.1.1) as an interim response."""
+        self.inform(100)
+
+    def body_done(self, ex: Exchange, complete: bool) -> None:
+        """The body is over: end the stream (reset it if shorter than announced)."""
+        if complete:
+            self.finish()
+        else:
+            self.abort()
+
+    def body_failed(self, ex: Exchange) -> None:
+        """The body failed after the head: reset the stream."""
+        self.abort()
 
     def refuse(self, status: int) -> None:
         """Take the response over from the runner: it is told first (``on_lost``), then
@@ -135,10 +194,22 @@ class ResponseSink(BodyWriter):
         owner.writer_done(self)
 
 
+_REASONS = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
+
+
+def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """``name: value\\r\\n`` header lines (validated by the exchange) as HTTP/3 fields."""
+    fields = []
+    for line in lines:
+        name, _, value = line[:-2].partition(b": ")
+        fields.append((name, value))
+    return fields
+
+
 class _Request:
     """One request stream: its body's receiving half and its response sink."""
 
-    __slots__ = ("batch", "body", "length", "received", "receiver", "sink")
+    __slots__ = ("batch", "body", "exchange", "length", "received", "receiver", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
@@ -147,6 +218,7 @@ class _Request:
         self.length: int | None = None
         self.received = 0
         self.batch: list[bytes] | None = None  # body bytes of this reactor turn
+        self.exchange: Exchange | None = None
 
 
 def _flush(req: _Request) -> None:
@@ -167,22 +239,20 @@ class H3ServerConnection:
     def __init__(
         self,
         driver: QuicDriver,
-        run: Runner,
+        runner: Runner,
         server_port: int,
         tracker: Tracker | None = None,
-        max_request_body_size: int | None = None,
-        max_header_size: int = 8192,
-        max_initial_line_length: int = 8192,
-        header_timeout: float | None = 60,
     ) -> None:
         self.driver = driver
         self.h3 = H3(driver.quic)
-        self._run = run
+        self._runner = runner
         self._port = server_port
         self._tracker = tracker
-        self._max_body = max_request_body_size
-        self._max_header = max_header_size
-        self._max_line = max_initial_line_length
+        options = runner.options
+        self._max_body = options.max_request_body_size
+        self._max_header = options.max_header_size
+        self._max_line = options.max_initial_line_length
+        header_timeout = options.header_timeout
         self._requests: dict[int, _Request] = {}
         self._paused: set[BodyWriter] = set()
         self._batched: list[_Request] = []
@@ -316,14 +386,11 @@ class H3ServerConnection:
             protocol="HTTP/3",
             keep_alive=True,
         )
-        try:
-            self._run(request, sink)
-        except Exception:
-            _log.failure("the HTTP/3 handler runner failed")
-            if sink.state is WriterState.OPEN:
-                self._answer(req, 500, event.stream_ended)
-            else:
-                sink.abort()
+        ex = req.exchange = Exchange(self._runner, sink, request, req.body)
+        ex.head = method == b"HEAD"
+        ex.expect = req.body is not None and headers.get("expect", "").lower() == "100-continue"
+        sink.on_lost(ex.abandon)
+        ex.run()
 
     def _data(self, event: h3events.DataReceived) -> None:
         req = self._requests.get(event.stream_id)
@@ -346,8 +413,13 @@ class H3ServerConnection:
                 req.receiver.finish()
 
     def _too_large(self, req: _Request) -> None:
-        """413 while the body streams (reset if the response started); the body is cut."""
-        req.sink.refuse(413)
+        """413 while the body streams: the handler is cancelled before its body closes;
+        the stream is reset instead if the response had started."""
+        self._drop_body(req)
+        if req.exchange is not None:
+            req.exchange.interrupt(413)
+        else:
+            req.sink.refuse(413)
 
     def _answer(self, req: _Request, status: int, ended: bool) -> None:
         """Answer ``status`` with an empty body from here; stop reading the request unless ``ended``."""
@@ -451,32 +523,32 @@ class H3ServerConnection:
 
 
 def listen_h3(
-    run: Runner,
+    runner: Runner,
     configuration: Any,
     port: int = 0,
     interface: str = "",
     tracker: Tracker | None = None,
     reactor: Any = None,
-    clock: Any = None,
     retry: bool = False,
-    **limits: Any,
 ) -> QuicPort:
     """Serve HTTP/3 on a new UDP port.
 
-    :param run: the handler runner (``run(request, sink)``).
+    :param runner: the server's handler runner (its options give the limits and
+        ``header_timeout``; its clock drives the QUIC timers).
     :param configuration: a server ``QuicConfiguration``
         (:func:`aleph_tx.http._quic.config.server_configuration`).
+    :param port: the UDP port (normally the TCP port of the server's TLS listener).
     :param tracker: the :class:`aleph_tx._server.Server` that tracks connections.
-    :param limits: ``max_request_body_size``, ``max_header_size``,
-        ``max_initial_line_length``, ``header_timeout``.
+    :param retry: validate client addresses with a Retry first (RFC 9000 §8.1.2).
     :returns: the listening port (its ``stopListening`` waits for open connections).
+    :raises twisted.internet.error.CannotListenError: if the port cannot be bound.
     """
     box: list[int] = []
 
     def accept(driver: QuicDriver) -> H3ServerConnection:
-        return H3ServerConnection(driver, run, box[0], tracker, **limits)
+        return H3ServerConnection(driver, runner, box[0], tracker)
 
-    endpoint = QuicEndpoint(configuration, accept, retry=retry, clock=clock)
-    quic_port = listen_quic(endpoint, port, interface, reactor)
+    endpoint = QuicEndpoint(configuration, accept, retry=retry, clock=runner.clock)
+    quic_port = listen_quic(endpoint, port, interface, reactor if reactor is not None else runner.reactor)
     box.append(int(quic_port.getHost().port))
     return quic_port
