@@ -157,23 +157,33 @@ async def test_headers_and_cookies(serve: Callable[..., H3Server]) -> None:
     conn.abort()
 
 
-class _Late:
-    """A tracker for connections made before the Server object exists."""
-
-    server: Server
-
-    def track(self, conn: Any) -> None:
-        self.server.track(conn)
-
-    def untrack(self, conn: Any) -> None:
-        self.server.untrack(conn)
-
-
 def start_server(handler: Callable[..., Any], tls_options: Any, shutdown_timeout: float) -> Server:
-    late = _Late()
-    port = listen_h3(runner_for(handler), server_configuration(tls_options), 0, "127.0.0.1", tracker=late)
-    late.server = Server([port], shutdown_timeout=shutdown_timeout)
-    return late.server
+    port = listen_h3(runner_for(handler), server_configuration(tls_options), 0, "127.0.0.1")
+    server = Server([port], shutdown_timeout=shutdown_timeout)
+    port.tracker = server  # the Server is made from its ports
+    return server
+
+
+@itest()
+async def test_beside_a_tls_listener_on_the_same_port(tls_options: Any) -> None:
+    from aleph_tx import http
+    from aleph_tx.http._server.h3 import listen_beside
+
+    def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"body": req["protocol"]}
+
+    tcp = http.start_server(handler, host="127.0.0.1", ssl_context=tls_options)
+    udp = listen_beside(runner_for(handler), tls_options, tcp.port, "127.0.0.1")
+    try:
+        assert udp.getHost().port == tcp.port
+        conn = await connect(tcp.port)
+        assert await read(await conn.request("GET", "localhost", "/")) == b"HTTP/3"
+        conn.abort()
+        resp = await http.get(f"https://127.0.0.1:{tcp.port}/", insecure=True)
+        assert resp["body"] == b"HTTP/1.1"
+    finally:
+        await udp.stopListening()
+        await tcp.close()
 
 
 @itest()

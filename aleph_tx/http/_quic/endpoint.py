@@ -415,6 +415,7 @@ class QuicPort:
     def __init__(self, udp_port: Any, endpoint: QuicEndpoint) -> None:
         self.udp_port = udp_port
         self.endpoint = endpoint
+        self.tracker: Any = None  # what new connections report to (a Server), if any
         self._stopped = False
         self._waiters: list[Deferred[None]] | None = None
 

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 
 from aleph_tx._adapter import Receiver
 from aleph_tx._time import Timer
+from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
 from aleph_tx.http._ring.limits import check_content_length, check_header_size, check_request_line
@@ -53,7 +54,7 @@ from aleph_tx.http._ring.response import NO_BODY_STATUSES
 from aleph_tx.http._server.exchange import Exchange, Runner
 from aleph_tx.stream import Stream
 
-__all__ = ["H3ServerConnection", "ResponseSink", "alt_svc", "listen_h3"]
+__all__ = ["H3ServerConnection", "ResponseSink", "alt_svc", "listen_beside", "listen_h3"]
 
 _log = Logger()
 
@@ -538,17 +539,35 @@ def listen_h3(
     :param configuration: a server ``QuicConfiguration``
         (:func:`aleph_tx.http._quic.config.server_configuration`).
     :param port: the UDP port (normally the TCP port of the server's TLS listener).
-    :param tracker: the :class:`aleph_tx._server.Server` that tracks connections.
+    :param tracker: the :class:`aleph_tx._server.Server` that tracks connections;
+        it may also be set later as the returned port's ``tracker`` (the Server is
+        made from its ports).
     :param retry: validate client addresses with a Retry first (RFC 9000 §8.1.2).
     :returns: the listening port (its ``stopListening`` waits for open connections).
     :raises twisted.internet.error.CannotListenError: if the port cannot be bound.
     """
-    box: list[int] = []
+    holder: list[QuicPort] = []
 
     def accept(driver: QuicDriver) -> H3ServerConnection:
-        return H3ServerConnection(driver, runner, box[0], tracker)
+        quic_port = holder[0]
+        return H3ServerConnection(driver, runner, int(quic_port.getHost().port), quic_port.tracker)
 
     endpoint = QuicEndpoint(configuration, accept, retry=retry, clock=runner.clock)
     quic_port = listen_quic(endpoint, port, interface, reactor if reactor is not None else runner.reactor)
-    box.append(int(quic_port.getHost().port))
+    quic_port.tracker = tracker
+    holder.append(quic_port)
     return quic_port
+
+
+def listen_beside(
+    runner: Runner, tls_options: Any, port: int, interface: str = "", reactor: Any = None
+) -> QuicPort:
+    """HTTP/3 on UDP ``port``, beside a TLS listener on the same TCP port, with its certificate.
+
+    :param tls_options: the listener's ``CertificateOptions`` (``ssl_context``, or the
+        one an ``ssl:`` description made).
+    :raises ValueError: for TLS options that do not give their certificate and key.
+    :raises twisted.internet.error.CannotListenError: if the UDP port cannot be bound.
+    """
+    config = server_configuration(tls_options, idle_timeout=runner.options.idle_timeout)
+    return listen_h3(runner, config, port, interface, reactor=reactor)
