@@ -164,3 +164,37 @@ async def test_10_mib_both_ways_through_loss_and_reordering(serve: Callable[...,
     finally:
         await relay_port.stopListening()
     assert relay.dropped > 100 and relay.delayed > 100, (relay.dropped, relay.delayed)
+
+
+@itest()
+async def test_two_endpoints_share_a_port_with_reuse_port(tls_options: Any) -> None:
+    """--workers: each worker binds the same UDP port with SO_REUSEPORT; a client's
+    datagrams all reach one of them (the kernel hashes its address)."""
+    from test_http_h3_server import runner_for
+
+    from aleph_tx.http._quic.config import server_configuration
+    from aleph_tx.http._quic.endpoint import QuicEndpoint, listen_quic
+    from aleph_tx.http._server.h3 import H3ServerConnection
+
+    runners = [runner_for(lambda req, n=n: {"body": f"worker {n}"}) for n in (1, 2)]
+    ports = []
+    port_number = 0
+    for runner in runners:
+        endpoint = QuicEndpoint(
+            server_configuration(tls_options), lambda d, r=runner: H3ServerConnection(d, r, 443)
+        )
+        ports.append(listen_quic(endpoint, port_number, "127.0.0.1", reuse_port=True))
+        port_number = ports[0].getHost().port
+    try:
+        assert ports[1].getHost().port == port_number
+        answers = set()
+        for _ in range(6):
+            conn = await connect_h3(
+                "127.0.0.1", port_number, "localhost", insecure=True, connection_timeout=5
+            )
+            answers.add(await read(await conn.request("GET", "localhost", "/")))
+            conn.abort()
+        assert answers <= {b"worker 1", b"worker 2"} and answers
+    finally:
+        for port in ports:
+            await port.stopListening()

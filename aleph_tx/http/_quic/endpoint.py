@@ -28,6 +28,7 @@ port until its last packet).
 from __future__ import annotations
 
 import os
+import socket
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -43,13 +44,13 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import MessageLengthError
+from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from aleph_tx._time import Timer, get_clock
+from aleph_tx._time import Timer, get_clock, get_reactor
 from aleph_tx.http._quic.flow import FlowControlledConnection
 
 __all__ = ["ConnectionHandler", "QuicDriver", "QuicEndpoint", "QuicPort", "listen_quic"]
@@ -453,12 +454,31 @@ class QuicPort:
         return self.udp_port.getHost()
 
 
-def listen_quic(endpoint: QuicEndpoint, port: int = 0, interface: str = "", reactor: Any = None) -> QuicPort:
+def listen_quic(
+    endpoint: QuicEndpoint, port: int = 0, interface: str = "", reactor: Any = None, reuse_port: bool = False
+) -> QuicPort:
     """Bind a UDP port for ``endpoint`` now.
 
+    :param reuse_port: bind with ``SO_REUSEPORT`` (Linux), so that several processes
+        (``--workers``) share the port: the kernel hashes each client address to one
+        of them (see docs/http3.rst for what that means for connection migration).
     :raises twisted.internet.error.CannotListenError: if the port cannot be bound.
     """
-    from aleph_tx._time import get_reactor
-
-    udp_port = get_reactor(reactor).listenUDP(port, endpoint, interface=interface, maxPacketSize=65535)
+    reactor = get_reactor(reactor)
+    if not reuse_port:
+        udp_port = reactor.listenUDP(port, endpoint, interface=interface, maxPacketSize=65535)
+        return QuicPort(udp_port, endpoint)
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((interface, port))
+        # adoptDatagramPort duplicates the descriptor; ours is closed below
+        udp_port = reactor.adoptDatagramPort(sock.fileno(), family, endpoint, maxPacketSize=65535)
+    except (OSError, AttributeError) as e:
+        raise CannotListenError(interface, port, e) from e
+    finally:
+        sock.close()
     return QuicPort(udp_port, endpoint)
