@@ -10,8 +10,8 @@ measurement, peers interleaved in every round:
   requests in flight on one connection (aleph_tx's client: niquests has no
   concurrent requests without threads) and 10 MiB downloads (niquests, the faster
   downloader, so the server is what is measured); the server process's CPU time
-  per request is printed too (steadier than req/s on a shared machine, and it does
-  not depend on the client keeping up);
+  per request and per downloaded MB is printed too (steadier than req/s and MB/s
+  on a shared machine, and it does not depend on the client keeping up);
 - clients: aleph_tx's client and niquests (HTTP/3 over its own QUIC stack, qh3)
   against aleph_tx's server: sequential requests per second and 10 MiB downloads.
 
@@ -235,7 +235,10 @@ def main() -> None:
                     r = run_client("aleph_tx", port, args.seconds, "conc")
                     r["cpu_us"] = (cpu_seconds(proc.pid) - c0) / max(1.0, r["conc"] * args.seconds) * 1e6
                     # the faster client (qh3's Rust parts) for downloads: ours would be the limit
+                    c0 = cpu_seconds(proc.pid)
                     r.update(run_client("niquests", port, args.seconds, "mbps"))
+                    mb = max(1e-9, r["mbps"] * args.seconds)
+                    r["cpu_ms_per_mb"] = (cpu_seconds(proc.pid) - c0) / mb * 1e3
                     servers[name].append(r)
                 port = procs["aleph_tx"][1]
                 for name in clients:
@@ -250,13 +253,17 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.2f}\n")
-    print("| server | req/s (16 in flight) | vs hypercorn | server CPU µs/req | 10 MiB MB/s | vs hypercorn |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| server | req/s (16 in flight) | vs hypercorn | server CPU µs/req "
+        "| 10 MiB MB/s | vs hypercorn | server CPU ms/MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
     base = servers["hypercorn"]
     for name, runs in servers.items():
         print(
             f"| {name} | {med(runs, 'conc'):.0f} | {med(runs, 'conc') / med(base, 'conc'):.2f}x "
-            f"| {med(runs, 'cpu_us'):.0f} | {med(runs, 'mbps'):.1f} | {med(runs, 'mbps') / med(base, 'mbps'):.2f}x |"
+            f"| {med(runs, 'cpu_us'):.0f} | {med(runs, 'mbps'):.1f} | {med(runs, 'mbps') / med(base, 'mbps'):.2f}x "
+            f"| {med(runs, 'cpu_ms_per_mb'):.1f} |"
         )
     print(
         "\n| client (against aleph_tx's server) | sequential req/s | vs niquests | 10 MiB MB/s | vs niquests |"

@@ -62,6 +62,9 @@ _MIN_INITIAL_SIZE = 1200
 
 Address = tuple[Any, ...]
 
+#: UDP socket buffer size asked for (each direction): 2 MiB.
+SOCKET_BUFFER = 2 << 20
+
 
 class ConnectionHandler(typing.Protocol):
     """What a :class:`QuicDriver` reports to (the HTTP/3 server or client connection)."""
@@ -253,6 +256,15 @@ class QuicEndpoint(DatagramProtocol):
 
     def startProtocol(self) -> None:  # noqa: N802 - Twisted's name
         sock = getattr(self.transport, "socket", None)
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    # a burst that finds the kernel's default buffer (208 KiB) full is
+                    # dropped and costs a congestion-window halving; the kernel caps
+                    # this at net.core.rmem_max / wmem_max (docs/http3.rst)
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+                except OSError:
+                    pass
         # the port's own socket: Twisted's write() re-validates the address on every
         # datagram; QUIC only sends to addresses it received from.
         self._sendto = sock.sendto if sock is not None else None
