@@ -177,6 +177,7 @@ async def test_get_bytes(serve: Callable[..., H3Server]) -> None:
     assert (status, body) == (200, b"hello!")
     assert headers[b"content-type"] == b"text/plain"
     assert headers[b"x-thing"] == b"a"
+    assert headers[b"date"].endswith(b" GMT")
     req = seen[0]
     assert req["request_method"] == "get"
     assert req["uri"] == "/path"

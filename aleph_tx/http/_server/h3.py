@@ -34,7 +34,6 @@ is closed that way, after a **408** on each stream whose head was still arriving
 
 from __future__ import annotations
 
-import http
 import typing
 from typing import Any
 
@@ -50,7 +49,7 @@ from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, lis
 from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
 from aleph_tx.http._ring.limits import check_content_length, check_header_size, check_request_line
 from aleph_tx.http._ring.request import build_request, headers_dict
-from aleph_tx.http._ring.response import NO_BODY_STATUSES
+from aleph_tx.http._ring.response import NO_BODY_STATUSES, http_date, status_line
 from aleph_tx.http._server.exchange import Exchange, Runner
 from aleph_tx.stream import Stream
 
@@ -129,7 +128,7 @@ class ResponseSink(BodyWriter):
         self, ex: Exchange, status: int, lines: list[bytes], seen: dict[str, str], body: bytes
     ) -> None:
         """The head, ``content-length`` and the body, then the end of the stream."""
-        fields = _fields(lines)
+        fields = _fields(lines, seen)
         if status not in NO_BODY_STATUSES:
             length = len(body)
             declared = seen.get("content-length")
@@ -146,7 +145,7 @@ class ResponseSink(BodyWriter):
         self, ex: Exchange, status: int, lines: list[bytes], seen: dict[str, str], length: int | None
     ) -> bool:
         """The head of a streamed body; ``False`` (stream ended) when no body goes out."""
-        fields = _fields(lines)
+        fields = _fields(lines, seen)
         if length is not None and status not in NO_BODY_STATUSES:
             fields.append((b"content-length", b"%d" % length))
         if ex.head or status in NO_BODY_STATUSES:
@@ -160,9 +159,9 @@ class ResponseSink(BodyWriter):
         if self.state is not WriterState.OPEN:
             self.abort()
             return
-        text = _REASONS.get(status, b"Error")
+        text = status_line(status).split(b" ", 2)[2].strip()  # the reason phrase, as HTTP/1.1's
         head = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(text))]
-        self.start(status, head)
+        self.start(status, _fields([], {}) + head)
         self.write(text)
         self.finish()
 
@@ -195,15 +194,15 @@ class ResponseSink(BodyWriter):
         owner.writer_done(self)
 
 
-_REASONS = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
-
-
-def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """``name: value\\r\\n`` header lines (validated by the exchange) as HTTP/3 fields."""
+def _fields(lines: list[bytes], seen: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """``name: value\\r\\n`` header lines (validated by the exchange) as HTTP/3
+    fields, with ``date`` unless the handler gave one (RFC 9110 §6.6.1)."""
     fields = []
     for line in lines:
         name, _, value = line[:-2].partition(b": ")
         fields.append((name, value))
+    if "date" not in seen:
+        fields.append((b"date", http_date()))
     return fields
 
 
