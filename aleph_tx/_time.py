@@ -1,6 +1,6 @@
 """Time, written once: the reactor lookup, one-shot timeouts and restartable timers.
 
-Every timer of aleph_tx goes through here (API.md: every timer takes an optional
+Every timer of aleph_tx goes through here (the contract: every timer takes an optional
 ``clock``; ``None`` is the global reactor, looked up when the timer is armed; once
 the result is in, the timer is cancelled, so no delayed call is left behind).
 
@@ -12,20 +12,54 @@ the result is in, the timer is cancelled, so no delayed call is left behind).
   only notes the time; the one delayed call checks it when it fires (idle and
   header timeouts on the per-request hot path).
 
+Float time is inexact (docs/internals.rst, "Time: deadlines on float clocks"):
+ten steps of 0.1 add up to 0.9999999999999999, so a timer armed at 0.7 for 0.3
+(due at 1.0) would fire a step late under :class:`twisted.internet.task.Clock`, and
+a recurring timer re-checking its condition can find it an ulp short and re-arm at
+the same instant forever. Every timer is therefore armed :data:`TOLERANCE` early
+(:func:`early`, :func:`delay_until`).
+
 This module imports no reactor: it stays usable by the reactor-free stream layer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Deadline", "Timer", "arm_timeout", "get_clock", "get_reactor"]
+__all__ = [
+    "TOLERANCE",
+    "Deadline",
+    "Timer",
+    "arm_timeout",
+    "delay_until",
+    "early",
+    "get_clock",
+    "get_reactor",
+]
 
 _T = TypeVar("_T")
+
+#: Two clock readings closer than this (seconds) are the same instant.
+TOLERANCE = 1e-9
+
+
+def early(seconds: float) -> float:
+    """The delay to arm for a timer due in ``seconds``: :data:`TOLERANCE` early, so a
+    clock whose steps add up an ulp short of the deadline still fires it."""
+    return seconds - TOLERANCE if seconds > TOLERANCE else 0.0
+
+
+def delay_until(clock: IReactorTime, deadline: float) -> float:
+    """The delay to arm now for the absolute ``deadline``: :data:`TOLERANCE` early,
+    and never the current instant (a timer re-armed at the instant it runs would run
+    again within the same ``Clock.advance``, or spin a real reactor)."""
+    now = clock.seconds()
+    return max(deadline - TOLERANCE - now, math.ulp(now))
 
 
 def get_reactor(reactor: Any = None) -> Any:
@@ -59,7 +93,7 @@ def arm_timeout(
     """
     if seconds is None or d.called:
         return d
-    call = get_clock(clock).callLater(seconds, expire)
+    call = get_clock(clock).callLater(early(seconds), expire)
 
     def disarm(result: Any) -> Any:
         if call.active():
@@ -70,13 +104,25 @@ def arm_timeout(
     return d
 
 
-class Timer:
-    """A restartable one-shot timer: ``fn()`` runs ``seconds`` after the last :meth:`start`.
+def withdraw_after(
+    d: Deferred[Any],
+    seconds: float,
+    withdraw: Callable[[], bool],
+    value: Any,
+    clock: IReactorTime | None = None,
+) -> Deferred[Any]:
+    """Fire ``d`` with ``value`` after ``seconds`` if ``withdraw()`` takes its operation
+    back (a pending put or take that nothing accepted in time); returns ``d``."""
 
-    :param seconds: the delay (``None``: the timer never runs; every call is a no-op).
-    :param fn: called once per expiry, with no arguments.
-    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
-    """
+    def expire() -> None:
+        if not d.called and withdraw():
+            d.callback(value)
+
+    return arm_timeout(d, seconds, expire, clock)
+
+
+class _Scheduled:
+    """What :class:`Timer` and :class:`Deadline` share: a delay, a function, a clock."""
 
     __slots__ = ("_call", "_clock", "_fn", "seconds")
 
@@ -88,16 +134,39 @@ class Timer:
         self._clock = clock
         self._call: IDelayedCall | None = None
 
+    def cancel(self) -> None:
+        """Disarm and cancel the pending delayed call; idempotent."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+
+class Timer(_Scheduled):
+    """A restartable one-shot timer: ``fn()`` runs ``seconds`` after the last :meth:`start`.
+
+    :param seconds: the delay (``None``: the timer never runs; every call is a no-op).
+    :param fn: called once per expiry, with no arguments.
+    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
+    """
+
+    __slots__ = ()
+
     @property
     def active(self) -> bool:
         """Whether the timer is armed."""
         return self._call is not None and self._call.active()
 
     def start(self, seconds: float | None = None) -> None:
-        """Arm (or re-arm) the timer for ``seconds`` (default: the constructor's)."""
+        """Arm (or re-arm) the timer for ``seconds`` from now (default: the constructor's)."""
         delay = self.seconds if seconds is None else seconds
-        if delay is None:
-            return
+        if delay is not None:
+            self._arm(early(delay))
+
+    def start_at(self, deadline: float) -> None:
+        """Arm (or re-arm) the timer for the clock reading ``deadline`` (never the current instant)."""
+        self._arm(delay_until(get_clock(self._clock), deadline))
+
+    def _arm(self, delay: float) -> None:
         call = self._call
         if call is not None and call.active():
             call.reset(delay)
@@ -106,16 +175,14 @@ class Timer:
 
     def stop(self) -> None:
         """Disarm; idempotent."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        self.cancel()
 
     def _expire(self) -> None:
         self._call = None
         self._fn()
 
 
-class Deadline:
+class Deadline(_Scheduled):
     """``fn()`` runs once ``seconds`` have passed since the last :meth:`start`, unless stopped.
 
     Unlike :class:`Timer`, a restart does not reschedule a delayed call: it notes
@@ -127,15 +194,12 @@ class Deadline:
     :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
     """
 
-    __slots__ = ("_call", "_clock", "_fn", "_since", "seconds")
+    __slots__ = ("_since",)
 
     def __init__(
         self, seconds: float | None, fn: Callable[[], object], clock: IReactorTime | None = None
     ) -> None:
-        self.seconds = seconds
-        self._fn = fn
-        self._clock = clock
-        self._call: IDelayedCall | None = None
+        super().__init__(seconds, fn, clock)
         self._since: float | None = None
 
     @property
@@ -152,7 +216,7 @@ class Deadline:
             clock = self._clock = get_clock()
         self._since = clock.seconds()
         if self._call is None:
-            self._call = clock.callLater(self.seconds, self._check)
+            self._call = clock.callLater(early(self.seconds), self._check)
 
     def stop(self) -> None:
         """Stop counting (the pending call, if any, finds nothing to do)."""
@@ -161,9 +225,7 @@ class Deadline:
     def cancel(self) -> None:
         """Stop counting and cancel the pending call (the connection is gone)."""
         self._since = None
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        super().cancel()
 
     def _check(self) -> None:
         self._call = None
@@ -171,9 +233,8 @@ class Deadline:
         if since is None or seconds is None:
             return
         clock = get_clock(self._clock)
-        left = since + seconds - clock.seconds()
-        if left > 1e-9:  # float steps under a Clock: 0.1 * 3 is not quite 0.3
-            self._call = clock.callLater(left, self._check)
+        if since + seconds - clock.seconds() > TOLERANCE:
+            self._call = clock.callLater(delay_until(clock, since + seconds), self._check)
             return
         self._since = None
         self._fn()

@@ -201,7 +201,10 @@ def head_bytes(
     """
     parts = [_status_lines.get(status) or status_line(status), *lines]
     if "date" not in seen:
-        parts.append(date_line())
+        now = int(time.time())
+        if now != _date.second:
+            _date.update(now)
+        parts.append(_date.line)
     if framing:
         parts.append(framing)
     if not keep:

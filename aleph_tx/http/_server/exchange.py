@@ -160,6 +160,7 @@ class Exchange:
             self._call()
 
     def _call(self) -> None:
+        """Call the handler; answer with what it returns."""
         runner = self.runner
         try:
             result = runner.call(self.req) if runner.threaded else runner.handler(self.req)
@@ -272,7 +273,11 @@ class Exchange:
         except Exception:
             self.failed(Failure())
             return
-        self._send(status, lines, seen, coerced)
+        if type(coerced) is bytes and not self.runner.compression and self.body is None:
+            self.started = True  # the common case: the whole answer at once
+            self.sink.respond_whole(self, status, lines, seen, coerced)
+        else:
+            self._send(status, lines, seen, coerced)
 
     def _send(self, status: int, lines: list[bytes], seen: dict[str, str], body: Any) -> None:
         if type(body) is bytes:
@@ -280,8 +285,7 @@ class Exchange:
                 body = Gzipper.whole(body)
                 lines = [*lines, *_GZIP_LINES]
             self.started = True
-            if self.body is not None:
-                self.drop_body()
+            self.drop_body()
             self.sink.respond_whole(self, status, lines, seen, body)
         elif isinstance(body, ChunkSource):
             self._stream(status, lines, seen, body)
