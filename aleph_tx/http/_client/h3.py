@@ -31,8 +31,9 @@ from aioquic.quic import events as qevents
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import Pump, Receiver
+from aleph_tx._adapter import Receiver
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._pump import Pump
 from aleph_tx._time import arm_timeout, get_clock, get_reactor
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
 from aleph_tx.http._quic.config import client_configuration
