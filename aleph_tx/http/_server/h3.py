@@ -530,6 +530,7 @@ def listen_h3(
     tracker: Tracker | None = None,
     reactor: Any = None,
     retry: bool = False,
+    reuse_port: bool = False,
 ) -> QuicPort:
     """Serve HTTP/3 on a new UDP port.
 
@@ -542,6 +543,7 @@ def listen_h3(
         it may also be set later as the returned port's ``tracker`` (the Server is
         made from its ports).
     :param retry: validate client addresses with a Retry first (RFC 9000 §8.1.2).
+    :param reuse_port: bind with ``SO_REUSEPORT`` (``--workers``; docs/http3.rst).
     :returns: the listening port (its ``stopListening`` waits for open connections).
     :raises twisted.internet.error.CannotListenError: if the port cannot be bound.
     """
@@ -552,14 +554,21 @@ def listen_h3(
         return H3ServerConnection(driver, runner, int(quic_port.getHost().port), quic_port.tracker)
 
     endpoint = QuicEndpoint(configuration, accept, retry=retry, clock=runner.clock)
-    quic_port = listen_quic(endpoint, port, interface, reactor if reactor is not None else runner.reactor)
+    quic_port = listen_quic(
+        endpoint, port, interface, reactor if reactor is not None else runner.reactor, reuse_port=reuse_port
+    )
     quic_port.tracker = tracker
     holder.append(quic_port)
     return quic_port
 
 
 def listen_beside(
-    runner: Runner, tls_options: Any, port: int, interface: str = "", reactor: Any = None
+    runner: Runner,
+    tls_options: Any,
+    port: int,
+    interface: str = "",
+    reactor: Any = None,
+    reuse_port: bool = False,
 ) -> QuicPort:
     """HTTP/3 on UDP ``port``, beside a TLS listener on the same TCP port, with its certificate.
 
@@ -569,4 +578,4 @@ def listen_beside(
     :raises twisted.internet.error.CannotListenError: if the UDP port cannot be bound.
     """
     config = server_configuration(tls_options, idle_timeout=runner.options.idle_timeout)
-    return listen_h3(runner, config, port, interface, reactor=reactor)
+    return listen_h3(runner, config, port, interface, reactor=reactor, reuse_port=reuse_port)
