@@ -147,7 +147,10 @@ def _address(port: Any) -> str:
     host = port.getHost()
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    kind = "ssl" if isinstance(port.factory, TLSMemoryBIOFactory) else getattr(host, "type", "tcp").lower()
+    if isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory):
+        kind = "ssl"
+    else:
+        kind = getattr(host, "type", "tcp").lower()  # TCP, UDP (HTTP/3), ...
     if hasattr(host, "port"):
         return f"{kind}:{host.host}:{host.port}"
     name = getattr(host, "name", host)

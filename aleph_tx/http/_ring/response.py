@@ -92,7 +92,7 @@ def _encode_value(name: str, value: Any) -> bytes:
 #: Header names the framing code owns; a handler's values for these are replaced.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 #: Header names whose values the front needs to see (never served from the line cache).
-_SEEN = _FRAMING | {"content-encoding", "date"}
+_SEEN = _FRAMING | {"alt-svc", "content-encoding", "date"}
 
 
 def encode_headers(headers: Mapping[str, Any] | None) -> tuple[list[bytes], dict[str, str]]:

@@ -95,7 +95,16 @@ class Runner:
     :param reactor: for the thread pool (``executor="thread"``) and as the clock.
     """
 
-    __slots__ = ("clock", "compression", "error_handler", "handler", "options", "reactor", "threaded")
+    __slots__ = (
+        "alt_svc",
+        "clock",
+        "compression",
+        "error_handler",
+        "handler",
+        "options",
+        "reactor",
+        "threaded",
+    )
 
     def __init__(self, handler: Callable[[dict[str, Any]], Any], options: ServerOptions, reactor: Any = None):
         self.handler = handler
@@ -105,6 +114,8 @@ class Runner:
         self.compression = options.compression
         self.error_handler = options.error_handler
         self.threaded = options.executor == "thread" and not inspect.iscoroutinefunction(handler)
+        #: an ``alt-svc`` header line every response carries (HTTP/3 advertised), or None
+        self.alt_svc: bytes | None = None
 
     def call(self, req: dict[str, Any]) -> Any:
         """Call the handler (in the thread pool with ``executor="thread"``)."""
@@ -273,6 +284,8 @@ class Exchange:
         except Exception:
             self.failed(Failure())
             return
+        if self.runner.alt_svc is not None and "alt-svc" not in seen:
+            lines.append(self.runner.alt_svc)
         if type(coerced) is bytes and not self.runner.compression and self.body is None:
             self.started = True  # the common case: the whole answer at once
             self.sink.respond_whole(self, status, lines, seen, coerced)
