@@ -18,7 +18,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
 from aleph_tx.errors import BackpressureError
-from aleph_tx.http._server.testing import request
 from aleph_tx.stream import MAX_PENDING, SplicedStream, Stream, splice
 
 __all__ = [
@@ -31,6 +30,16 @@ __all__ = [
     "request",
     "stream_pair",
 ]
+
+def __getattr__(name: str) -> Any:
+    """``request`` is imported on first use: the HTTP server (and what it imports)
+    is not loaded by tests that only check streams."""
+    if name == "request":
+        from aleph_tx.http._server.testing import request
+
+        return request
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The keys every stream's ``description()`` has.
 DESCRIPTION_KEYS = frozenset(
