@@ -51,7 +51,7 @@ CLIENTS: dict[str, str] = {
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
 from twisted.internet import reactor, defer
-from aleph_tx.http import _client as http
+from aleph_tx import http
 url, seconds = sys.argv[1], float(sys.argv[2])
 async def main():
     pool = http.connection_pool(connections_per_host=50)

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import Request, ResponseDone
 from twisted.web.http_headers import Headers
 
-from aleph_tx.http._client_body import Replayable
-from aleph_tx.http._client_h2 import H2Connection
+from aleph_tx.http._client.body import Replayable
+from aleph_tx.http._client.h2 import H2ClientConnection
 
 
 class Body(Protocol):
@@ -37,7 +37,7 @@ class Pair:
     def __init__(self) -> None:
         self.transport = StringTransport()
         self.done: list[Any] = []
-        self.client = H2Connection(self.transport, self.done.append, 65536)
+        self.client = H2ClientConnection(self.transport, self.done.append, 65536)
         self.server = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )

@@ -11,10 +11,10 @@ import pytest
 from test_http_client_servers import itest
 from twisted.internet.defer import Deferred
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 
 class AiohttpServer:

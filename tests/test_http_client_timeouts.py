@@ -16,6 +16,7 @@ from test_http_client_servers import RawServer, StallAccept, WebServer, itest, s
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import (
     ConnectionTimeout,
@@ -24,8 +25,7 @@ from aleph_tx.errors import (
     RequestTimeout,
     TimeoutError,
 )
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 
 ``request(method, url, **options)`` returns a ``Deferred`` firing with a response
 dict (``status``, ``headers``, ``body``, ``request_time``). Each request takes a
-connection from a :class:`~aleph_tx.http._pool.ConnectionPool` (the shared default
+connection from a :class:`~aleph_tx.http._client.pool.ConnectionPool` (the shared default
 pool unless ``pool=`` is given), sends the request with Twisted's
 ``HTTP11ClientProtocol``, and reads the body as ``as_`` asks, decoding gzip and
-deflate on the way (``decompress_body``, :mod:`._decode`).
+deflate on the way (``decompress_body``, :mod:`aleph_tx.http._ring.coding`).
 
 Stages and their timeouts: waiting for a pooled connection (``pool_timeout``),
 connecting plus the TLS handshake (``connection_timeout``), sending until the
@@ -14,7 +14,7 @@ response headers (``request_timeout``), the longest stall reading the body
 running and aborts the connection (an HTTP/2 request resets only its stream).
 
 With ``http_versions=("h2", "http/1.1")`` and an ``https://`` URL, ALPN may pick
-HTTP/2 (:mod:`aleph_tx.http._client_h2`): the request is a stream on a shared
+HTTP/2 (:mod:`aleph_tx.http._client.h2`): the request is a stream on a shared
 connection, with the same response dict.
 """
 
@@ -25,15 +25,13 @@ import email.message
 import functools
 import json as jsonlib
 import urllib.request
-from collections.abc import Callable, Mapping
-from http.cookiejar import CookieJar
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web._newclient import (
     ConnectionAborted,
@@ -48,6 +46,7 @@ from twisted.web.http import _DataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import (
     AlephError,
     ClientResponseError,
@@ -56,27 +55,12 @@ from aleph_tx.errors import (
     RedirectError,
     RequestTimeout,
 )
-from aleph_tx.http._client_body import (
-    BodyCollector,
-    BodyStreamer,
-    Replayable,
-    encode_form,
-    encode_json,
-    encode_multipart,
-    make_producer,
-)
-from aleph_tx.http._client_connect import Target, check_ssl_context, make_connector, with_timeout
-from aleph_tx.http._client_connect import proxy_authorization as _proxy_auth
-from aleph_tx.http._decode import ContentDecoder, decoder_for
-from aleph_tx.http._pool import (
-    DEFAULT_MAX_RESPONSE_HEADER_SIZE,
-    ConnectionPool,
-    _ClientProtocol,
-    _global_reactor,
-    check_http_versions,
-    connection_pool,
-    default_pool,
-)
+from aleph_tx.http._client.body import BodyCollector, BodyStreamer, Replayable
+from aleph_tx.http._client.connect import Target, make_connector, proxy_authorization
+from aleph_tx.http._client.connection import _ClientProtocol
+from aleph_tx.http._client.options import Options, add_query, host_header, target_and_path
+from aleph_tx.http._client.pool import ConnectionPool, connection_pool, default_pool
+from aleph_tx.http._ring.coding import ContentDecoder, decoder_for
 from aleph_tx.stream import from_iterable
 
 __all__ = [
@@ -94,43 +78,11 @@ __all__ = [
     "request",
 ]
 
-_NOTHING: Any = object()
-
-#: option name -> default (API.md's client table, plus reactor and clock).
-_OPTIONS: dict[str, Any] = {
-    "headers": None,
-    "query_params": None,
-    "form_params": None,
-    "json": _NOTHING,
-    "body": None,
-    "multipart": None,
-    "basic_auth": None,
-    "cookie_jar": None,
-    "as_": "bytes",
-    "decompress_body": True,
-    "follow_redirects": True,
-    "max_redirects": 20,
-    "throw_exceptions": True,
-    "pool": None,
-    "pool_timeout": None,
-    "connection_timeout": None,
-    "request_timeout": None,
-    "read_timeout": None,
-    "proxy": None,
-    "ssl_context": None,
-    "insecure": False,
-    "http_versions": None,  # the pool's (default ("http/1.1",))
-    "max_response_header_size": DEFAULT_MAX_RESPONSE_HEADER_SIZE,
-    "reactor": None,
-    "clock": None,
-}
-
-_AS = ("bytes", "text", "json", "stream")
-#: A redirect's body is read (and dropped) to keep its connection only up to this size.
 _MAX_REDIRECT_BODY = 65536
 _REDIRECTS = (301, 302, 303, 307, 308)
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+#: Methods retried on a new connection when a reused one was closed before any byte
+#: of the response arrived (RFC 9110 §9.2.2: idempotent).
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _CONNECTION_REASONS = (
     ConnectionDone,
     ConnectionLost,
@@ -140,153 +92,6 @@ _CONNECTION_REASONS = (
     SSL.Error,
     ConnectionLostError,
 )
-
-
-class _Options:
-    """The validated options of one call (raises at once for a bad one)."""
-
-    def __init__(self, method: str, url: str, kwargs: dict[str, Any]) -> None:
-        unknown = set(kwargs) - set(_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)!r}; known: {sorted(_OPTIONS)!r}")
-        o = dict(_OPTIONS)
-        o.update(kwargs)
-        if not isinstance(method, str) or not method or not set(method) <= _TOKEN:
-            raise ValueError(f"bad HTTP method {method!r}")
-        self.method = method.upper()
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {url!r}")
-        split = urlsplit(url)
-        if split.scheme.lower() not in ("http", "https") or not split.hostname:
-            raise ValueError(f"url must be an absolute http:// or https:// URL, not {url!r}")
-        self.url = url
-        content = [n for n in ("form_params", "body", "multipart") if o[n] is not None]
-        if o["json"] is not _NOTHING:
-            content.append("json")
-        if len(content) > 1:
-            raise ValueError(f"give at most one of body, form_params, json, multipart; got {content!r}")
-        self.body: Replayable | None = None
-        if o["body"] is not None:
-            self.body = make_producer(o["body"])
-        elif o["form_params"] is not None:
-            self.body = encode_form(o["form_params"])
-        elif o["json"] is not _NOTHING:
-            self.body = encode_json(o["json"])
-        elif o["multipart"] is not None:
-            self.body = encode_multipart(o["multipart"])
-        if o["as_"] not in _AS:
-            raise ValueError(f"as_ must be one of {_AS!r}, not {o['as_']!r}")
-        self.as_: str = o["as_"]
-        self.decompress_body = bool(o["decompress_body"])
-        for name in ("pool_timeout", "connection_timeout", "request_timeout", "read_timeout"):
-            v = o[name]
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"{name} must be a number >= 0 or None, not {v!r}")
-        mr = o["max_redirects"]
-        if not isinstance(mr, int) or isinstance(mr, bool) or mr < 0:
-            raise ValueError(f"max_redirects must be an int >= 0, not {mr!r}")
-        mh = o["max_response_header_size"]
-        if not isinstance(mh, int) or isinstance(mh, bool) or mh < 64:
-            raise ValueError(f"max_response_header_size must be an int >= 64, not {mh!r}")
-        pool = o["pool"]
-        if pool is not None and not isinstance(pool, ConnectionPool):
-            raise TypeError(f"pool must come from http.connection_pool(), not {pool!r}")
-        if o["http_versions"] is not None:
-            versions = check_http_versions(o["http_versions"])
-        else:
-            versions = (pool if pool is not None else default_pool()).http_versions
-        self.h2 = "h2" in versions
-        jar = o["cookie_jar"]
-        if jar is not None and not isinstance(jar, CookieJar):
-            raise TypeError(f"cookie_jar must be an http.cookiejar.CookieJar, not {jar!r}")
-        auth = o["basic_auth"]
-        if auth is not None and (not isinstance(auth, (tuple, list)) or len(auth) != 2):
-            raise TypeError(f"basic_auth must be a (user, password) pair, not {auth!r}")
-        proxy = o["proxy"]
-        if proxy is not None:
-            if not isinstance(proxy, Mapping) or "host" not in proxy or "port" not in proxy:
-                raise TypeError(f"proxy must be a dict with host and port, not {proxy!r}")
-            if proxy.get("protocol", "http") not in ("http", "https"):
-                raise ValueError(f"proxy protocol must be 'http' or 'https', not {proxy.get('protocol')!r}")
-            unknown_p = set(proxy) - {"host", "port", "protocol", "user", "password"}
-            if unknown_p:
-                raise TypeError(f"unknown proxy key(s) {sorted(unknown_p)!r}")
-        if o["ssl_context"] is not None and o["insecure"]:
-            raise ValueError("give ssl_context or insecure=True, not both")
-        check_ssl_context(o["ssl_context"])
-        self.headers = _user_headers(o["headers"])
-        self.query_params = o["query_params"]
-        self.basic_auth = auth
-        self.cookie_jar: CookieJar | None = jar
-        self.follow_redirects = bool(o["follow_redirects"])
-        self.max_redirects: int = mr
-        self.throw_exceptions = bool(o["throw_exceptions"])
-        self.pool: ConnectionPool = pool if pool is not None else default_pool()
-        self.pool_timeout = o["pool_timeout"]
-        self.connection_timeout = o["connection_timeout"]
-        self.request_timeout = o["request_timeout"]
-        self.read_timeout = o["read_timeout"]
-        self.proxy: dict[str, Any] | None = dict(proxy) if proxy is not None else None
-        self.ssl_context = o["ssl_context"]
-        self.insecure = bool(o["insecure"])
-        self.max_response_header_size: int = mh
-        reactor = o["reactor"]
-        if reactor is None:
-            reactor = _global_reactor()
-        self.reactor = reactor
-        self.clock: IReactorTime = o["clock"] if o["clock"] is not None else reactor
-
-
-def _user_headers(headers: Any) -> list[tuple[str, str]]:
-    """The ``headers`` option as (lower-case name, value) pairs; rejects CR/LF/NUL."""
-    if headers is None:
-        return []
-    items = headers.items() if hasattr(headers, "items") else headers
-    out = []
-    for name, value in items:
-        if not isinstance(name, str) or not name or not set(name) <= _TOKEN:
-            raise ValueError(f"bad header name {name!r}")
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if isinstance(v, bytes):
-                v = v.decode("latin-1")
-            if not isinstance(v, str):
-                v = str(v)
-            if any(c in v for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} value contains CR, LF or NUL: {v!r}")
-            out.append((name.lower(), v))
-    return out
-
-
-def _add_query(url: str, params: Any) -> str:
-    if not params:
-        return url
-    items = params.items() if hasattr(params, "items") else params
-    query = urlencode(list(items), doseq=True)
-    s = urlsplit(url)
-    return urlunsplit((s.scheme, s.netloc, s.path, f"{s.query}&{query}" if s.query else query, ""))
-
-
-def _target_and_path(url: str) -> tuple[str, str, int, bytes, str]:
-    """scheme, host, port, request path (bytes), and the URL without fragment."""
-    s = urlsplit(url)
-    scheme = s.scheme.lower()
-    host = s.hostname or ""
-    try:
-        port = s.port or (443 if scheme == "https" else 80)
-    except ValueError as e:
-        raise ValueError(f"bad port in {url!r}") from e
-    path = quote(s.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    if s.query:
-        path += "?" + quote(s.query, safe="/%:@!$&'()*+,;=-._~?")
-    return scheme, host, port, path.encode("ascii"), urlunsplit((scheme, s.netloc, s.path, s.query, ""))
-
-
-def _host_header(scheme: str, host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
-    if (scheme, port) in (("http", 80), ("https", 443)):
-        return shown
-    return f"{shown}:{port}"
 
 
 def translate_failure(f: Failure) -> BaseException:
@@ -376,7 +181,7 @@ def _coerce(data: bytes, as_: str, headers: dict[str, str]) -> Any:
 class _Exchange:
     """One request/response on one pooled connection (HTTP/1.1, or a stream of HTTP/2)."""
 
-    def __init__(self, o: _Options) -> None:
+    def __init__(self, o: Options) -> None:
         self.o = o
 
     async def send(
@@ -384,14 +189,14 @@ class _Exchange:
     ) -> tuple[Any, Callable[[], None], list[tuple[bytes, list[bytes]]]]:
         """Send; returns the response, a function aborting this exchange, and the raw headers."""
         o = self.o
-        scheme, host, port, path, _ = _target_and_path(url)
+        scheme, host, port, path, _ = target_and_path(url)
         target = Target(scheme, host, port, o.ssl_context, o.insecure, o.proxy, o.h2)
         connector = make_connector(
             target, o.reactor, o.connection_timeout, o.clock, o.max_response_header_size
         )
         h = Headers()
         names = {n for n, _ in headers}
-        authority = _host_header(scheme, host, port)
+        authority = host_header(scheme, host, port)
         if "host" not in names:
             h.addRawHeader(b"Host", authority.encode("ascii"))
         for n, v in headers:
@@ -400,7 +205,7 @@ class _Exchange:
         if target.via_http_proxy:
             request_target = f"{scheme}://{authority}".encode("ascii") + path
             assert o.proxy is not None
-            auth = _proxy_auth(o.proxy)
+            auth = proxy_authorization(o.proxy)
             if auth is not None and "proxy-authorization" not in names:
                 h.addRawHeader(b"Proxy-Authorization", auth)
         attempts = 2 if method in _IDEMPOTENT else 1
@@ -420,14 +225,22 @@ class _Exchange:
                 d = proto.send(req, o.max_response_header_size)
                 abort = functools.partial(o.pool.discard, proto)
 
-            def timed_out() -> Exception:
-                return RequestTimeout(
-                    f"no response headers from {host}:{port} within request_timeout={o.request_timeout!r}"
-                )
+            expired: list[bool] = []
 
-            d = with_timeout(d, o.request_timeout, timed_out, o.clock)
+            def expire(d: Deferred[Any] = d, expired: list[bool] = expired) -> None:
+                expired.append(True)
+                d.cancel()
+
+            arm_timeout(d, o.request_timeout, expire, o.clock)
             try:
-                response = await d
+                try:
+                    response = await d
+                except BaseException:
+                    if not expired:
+                        raise
+                    raise RequestTimeout(
+                        f"no response headers from {host}:{port} within request_timeout={o.request_timeout!r}"
+                    ) from None
             except (ResponseNeverReceived, RequestNotSent) as e:
                 abort()
                 # a kept-alive connection the server closed as we reused it: retry
@@ -468,10 +281,10 @@ def _cookie_request(url: str, method: str, headers: list[tuple[str, str]]) -> ur
     return urllib.request.Request(url, method=method, headers=dict(headers))
 
 
-async def _run(o: _Options) -> dict[str, Any]:
+async def _run(o: Options) -> dict[str, Any]:
     start = o.clock.seconds()
     method = o.method
-    url = _add_query(o.url, o.query_params)
+    url = add_query(o.url, o.query_params)
     body = o.body
     headers = list(o.headers)
     names = {n for n, _ in headers}
@@ -516,12 +329,12 @@ async def _run(o: _Options) -> dict[str, Any]:
                 )
             new_url = urljoin(url, location.strip())
             try:
-                new_parts = _target_and_path(new_url)
+                new_parts = target_and_path(new_url)
             except (ValueError, UnicodeError) as e:
                 raise RedirectError(f"bad redirect location {location!r}") from e
             if new_parts[0] not in ("http", "https") or not new_parts[1]:
                 raise RedirectError(f"redirect to an unsupported URL {new_url!r}")
-            old = _target_and_path(url)
+            old = target_and_path(url)
             if not visited:
                 visited.add((method, old[4]))
             if status in (301, 302, 303) and method != "HEAD":
@@ -574,7 +387,7 @@ def request(method: str, url: str, **options: Any) -> Deferred[dict[str, Any]]:
     :raises ValueError: at once, for a bad method, URL or option value.
     :raises NotImplementedError: at once, for ``http_versions=("h2",)`` without ``"http/1.1"``.
     """
-    o = _Options(method, url, options)
+    o = Options(method, url, options)
     return Deferred.fromCoroutine(_run(o))
 
 

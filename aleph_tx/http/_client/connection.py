@@ -24,7 +24,7 @@ from zope.interface import implementer
 from aleph_tx.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from aleph_tx.http._pool import ConnectionPool
+    from aleph_tx.http._client.pool import ConnectionPool
 
 __all__ = ["ConnState"]
 
@@ -87,9 +87,9 @@ class _ClientProtocol(HTTP11ClientProtocol):
 
     def start_h2(self, max_header_size: int) -> None:
         """ALPN chose ``h2``: from now on the bytes go to an HTTP/2 connection."""
-        from aleph_tx.http._client_h2 import H2Connection
+        from aleph_tx.http._client.h2 import H2ClientConnection
 
-        self.h2 = H2Connection(self.transport, self._pool._h2_stream_done, max_header_size)
+        self.h2 = H2ClientConnection(self.transport, self._pool._h2_stream_done, max_header_size)
         self.h2.owner = self
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802

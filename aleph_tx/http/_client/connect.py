@@ -1,28 +1,17 @@
 """How the HTTP client opens a connection: endpoints, TLS, proxies, connection timeout.
 
-TLS (``ssl_context``) accepts, in this order:
-
-- a ``twisted.web.iweb.IPolicyForHTTPS`` (``creatorForNetloc(host, port)`` is
-  called per host: Twisted's own ``BrowserLikePolicyForHTTPS`` and treq's policies);
-- a ``twisted.internet.interfaces.IOpenSSLClientConnectionCreator`` (for example
-  ``twisted.internet.ssl.optionsForClientTLS("host", trustRoot=...)``), used as is;
-- an ``OpenSSL.SSL.Context`` or anything with ``getContext()`` returning one
-  (``twisted.internet.ssl.CertificateOptions``): the client sends SNI and checks
-  the server's certificate against the host name (``service_identity``) after the
-  handshake; the context's own settings decide the chain verification.
-
-Without ``ssl_context`` the system trust store is used with host name checks;
-``insecure=True`` checks nothing (tests and development only).
+TLS goes through :func:`aleph_tx.tls.client_creator` (what ``ssl_context`` accepts
+is listed there), with ALPN ``h2``/``http/1.1`` offered when HTTP/2 is wanted.
+HTTPS through an HTTP proxy is a ``CONNECT`` tunnel (RFC 9110 §9.3.6); an HTTPS
+proxy is reached over TLS verified with the system's trust roots (or nothing with
+``insecure``).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
-from OpenSSL import SSL
-from twisted.internet import ssl as tssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import (
@@ -42,43 +31,15 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
-from aleph_tx.http._pool import Connector, _ClientProtocol
+from aleph_tx.http._client.connection import _ClientProtocol
+from aleph_tx.http._client.pool import Connector
+from aleph_tx.tls import client_creator
 
-__all__ = ["Target", "make_connector", "with_timeout"]
-
-
-def with_timeout(
-    d: Deferred[Any],
-    seconds: float | None,
-    make_error: Callable[[], Exception],
-    clock: IReactorTime,
-) -> Deferred[Any]:
-    """Cancel ``d`` after ``seconds`` and fail it with ``make_error()`` instead.
-
-    The timer is cancelled as soon as ``d`` fires, so no delayed call is left behind.
-    """
-    if seconds is None or d.called:
-        return d
-    expired: list[bool] = []
-
-    def expire() -> None:
-        expired.append(True)
-        d.cancel()
-
-    call = clock.callLater(seconds, expire)
-
-    def done(result: Any) -> Any:
-        if call.active():
-            call.cancel()
-        if expired and isinstance(result, Failure):
-            return Failure(make_error())
-        return result
-
-    return d.addBoth(done)
+__all__ = ["Target", "make_connector", "proxy_authorization"]
 
 
 class Target:
@@ -133,94 +94,10 @@ def _tcp_endpoint(reactor: Any, host: str, port: int) -> IStreamClientEndpoint:
 _ALPN = (b"h2", b"http/1.1")
 
 
-@functools.lru_cache(maxsize=256)
-def _system_creator(host: str, h2: bool = False) -> IOpenSSLClientConnectionCreator:
-    return tssl.optionsForClientTLS(host, acceptableProtocols=list(_ALPN) if h2 else None)
-
-
-@functools.lru_cache(maxsize=1)
-def _insecure_context() -> SSL.Context:
-    ctx: SSL.Context = tssl.CertificateOptions(verify=False).getContext()
-    return ctx
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _ContextCreator:
-    """TLS connections from one ``SSL.Context``, with SNI for ``host``."""
-
-    def __init__(self, ctx: SSL.Context, host: str, alpn: bool = False) -> None:
-        self._ctx = ctx
-        self._host = host
-        self._alpn = alpn
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
-        conn = SSL.Connection(self._ctx, None)
-        conn.set_app_data(tlsProtocol)
-        if not isIPAddress(self._host) and not isIPv6Address(self._host):
-            conn.set_tlsext_host_name(self._host.encode("idna"))
-        if self._alpn:
-            conn.set_alpn_protos(list(_ALPN))
-        conn.set_connect_state()
-        return conn
-
-
-def _tls_creator(target: Target) -> tuple[IOpenSSLClientConnectionCreator, bool]:
-    """The connection creator for ``target`` and whether to check the host name after."""
-    host, ctx, h2 = target.host, target.ssl_context, target.h2
-    if target.insecure:
-        return _ContextCreator(_insecure_context(), host, h2), False
-    if ctx is None:
-        return _system_creator(host, h2), False
-    creator = getattr(ctx, "creator", None)
-    if h2 and callable(creator):
-        # aleph_tx.tls.ClientContext: it can offer ALPN itself
-        return creator(host, list(_ALPN)), False
-    if IPolicyForHTTPS.providedBy(ctx):
-        return ctx.creatorForNetloc(host.encode("idna"), target.port), False
-    if IOpenSSLClientConnectionCreator.providedBy(ctx):
-        return ctx, False
-    if isinstance(ctx, SSL.Context):
-        return _ContextCreator(ctx, host, h2), True
-    get_context = getattr(ctx, "getContext", None)
-    if callable(get_context):
-        return _ContextCreator(get_context(), host, h2), True
-    raise TypeError(
-        "ssl_context must be an IPolicyForHTTPS, an IOpenSSLClientConnectionCreator, "
-        f"an OpenSSL.SSL.Context or have getContext(), not {ctx!r}"
-    )
-
-
-def check_ssl_context(ctx: Any) -> None:
-    """Raise ``TypeError`` at once for an ``ssl_context`` of no supported kind."""
-    if ctx is None:
-        return
-    if (
-        IPolicyForHTTPS.providedBy(ctx)
-        or IOpenSSLClientConnectionCreator.providedBy(ctx)
-        or isinstance(ctx, SSL.Context)
-        or callable(getattr(ctx, "getContext", None))
-    ):
-        return
-    raise TypeError(
-        "ssl_context must be an IPolicyForHTTPS, an IOpenSSLClientConnectionCreator, "
-        f"an OpenSSL.SSL.Context or have getContext(), not {ctx!r}"
-    )
-
-
-def _verify_hostname(proto: _ClientProtocol, host: str) -> None:
-    from service_identity import VerificationError
-    from service_identity.pyopenssl import verify_hostname, verify_ip_address
-
-    transport: Any = proto.transport
-    conn = transport.getHandle()
-    try:
-        if isIPAddress(host) or isIPv6Address(host):
-            verify_ip_address(conn, host)
-        else:
-            verify_hostname(conn, host)
-    except VerificationError:
-        proto.abort_connection()
-        raise
+def _tls_creator(target: Target) -> IOpenSSLClientConnectionCreator:
+    """The connection creator for ``target`` (ALPN offered when HTTP/2 is wanted)."""
+    alpn = _ALPN if target.h2 else None
+    return client_creator(target.host, target.ssl_context, target.insecure, alpn, target.port)
 
 
 # -- CONNECT tunnels (https through an HTTP proxy) -------------------------------
@@ -356,9 +233,9 @@ def make_connector(
     """
     tls = target.scheme == "https"
     host = target.host
-    built: list[tuple[IStreamClientEndpoint, bool]] = []
+    built: list[IStreamClientEndpoint] = []
 
-    def build() -> tuple[IStreamClientEndpoint, bool]:
+    def build() -> IStreamClientEndpoint:
         if built:
             return built[0]
         proxy = target.proxy
@@ -370,32 +247,21 @@ def make_connector(
             if proxy.get("protocol", "http") == "https":
                 # as requests' verify=False: ``insecure`` covers the proxy too; else
                 # the system's trust roots (SSL_CERT_FILE / SSL_CERT_DIR apply)
-                if target.insecure:
-                    proxy_creator: Any = _ContextCreator(_insecure_context(), proxy_host)
-                else:
-                    proxy_creator = _system_creator(proxy_host)
-                base = wrapClientTLS(proxy_creator, base)
+                base = wrapClientTLS(client_creator(proxy_host, insecure=target.insecure), base)
             if tls:
                 base = _TunnelEndpoint(base, target.host, target.port, proxy_authorization(proxy))
         else:
             base = _tcp_endpoint(reactor, target.host, target.port)
-        check_host = False
-        endpoint = base
-        if tls:
-            creator, check_host = _tls_creator(target)
-            endpoint = wrapClientTLS(creator, base)
-        built.append((endpoint, check_host))
-        return built[0]
+        endpoint = wrapClientTLS(_tls_creator(target), base) if tls else base
+        built.append(endpoint)
+        return endpoint
 
     def connect(factory: Factory) -> Deferred[_ClientProtocol]:
-        endpoint, check_host = build()
-        d: Deferred[Any] = endpoint.connect(factory)
+        d: Deferred[Any] = build().connect(factory)
         if tls:
 
             def handshake(proto: _ClientProtocol) -> Deferred[_ClientProtocol]:
                 def verified(_: None) -> _ClientProtocol:
-                    if check_host:
-                        _verify_hostname(proto, host)
                     transport: Any = proto.transport
                     if getattr(transport, "negotiatedProtocol", None) == b"h2":
                         proto.start_h2(max_header_size)
@@ -405,22 +271,25 @@ def make_connector(
 
             d.addCallback(handshake)
 
-        def timed_out() -> Exception:
-            return ConnectionTimeout(
-                f"connecting to {host}:{target.port} took longer than "
-                f"connection_timeout={connection_timeout!r}"
-            )
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
 
         def cancelled(f: Failure) -> Failure:
-            # the user's cancellation, as a plain CancelledError
+            if expired:
+                return Failure(
+                    ConnectionTimeout(
+                        f"connecting to {host}:{target.port} took longer than "
+                        f"connection_timeout={connection_timeout!r}"
+                    )
+                )
             if f.check(ConnectingCancelledError):
-                return Failure(CancelledError())
+                return Failure(CancelledError())  # the user's cancellation, as a plain CancelledError
             return f
 
         d.addErrback(cancelled)
-        return with_timeout(d, connection_timeout, timed_out, clock)
+        return arm_timeout(d, connection_timeout, expire, clock)
 
     return connect
-
-
-__all__ += ["check_ssl_context", "proxy_authorization"]

@@ -33,8 +33,10 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from aleph_tx._time import get_clock
 from aleph_tx.errors import ConnectionLostError, PoolTimeout
-from aleph_tx.http._client_proto import ConnState, _ClientFactory, _ClientProtocol
+from aleph_tx.http._client.connection import ConnState, _ClientFactory, _ClientProtocol
+from aleph_tx.http._ring.versions import check_http_versions
 
 __all__ = ["ConnState", "ConnectionPool", "_ClientProtocol", "connection_pool", "default_pool"]
 
@@ -46,25 +48,6 @@ DEFAULT_MAX_RESPONSE_HEADER_SIZE = 65536
 #: keep-alive timeouts (nginx 75 s, Apache 5 s is the exception) is not needed
 #: because a connection the server closes while idle leaves the pool at once.
 DEFAULT_IDLE_TIMEOUT = 60.0
-
-
-def _clock(clock: IReactorTime | None) -> IReactorTime:
-    if clock is not None:
-        return clock
-    reactor: IReactorTime = _global_reactor()
-    return reactor
-
-
-def _global_reactor() -> Any:
-    """The global reactor, looked up at the first use (then cached)."""
-    if not _REACTOR:
-        from twisted.internet import reactor
-
-        _REACTOR.append(reactor)
-    return _REACTOR[0]
-
-
-_REACTOR: list[Any] = []
 
 
 #: ``connect(factory) -> Deferred[_ClientProtocol]``: opens one connection (the
@@ -131,7 +114,7 @@ class ConnectionPool:
         self.total_connections = total_connections
         self.idle_timeout = idle_timeout
         self.keep_alive = bool(keep_alive)
-        self.http_versions = check_http_versions(http_versions)
+        self.http_versions = check_client_versions(http_versions)
         self._clock = clock
         self._idle: dict[Hashable, list[_ClientProtocol]] = {}
         self._live: dict[Hashable, int] = {}
@@ -248,7 +231,7 @@ class ConnectionPool:
             return
         self._serve_shared(proto)
         if not conn.active_streams and self.idle_timeout is not None and proto.idle_call is None:
-            proto.idle_call = _clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
+            proto.idle_call = get_clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
 
     def _serve_shared(self, proto: _ClientProtocol) -> None:
         key = proto.key
@@ -379,7 +362,7 @@ class ConnectionPool:
                         )
                     )
 
-            waiter.timer = _clock(clock).callLater(pool_timeout, expire)
+            waiter.timer = get_clock(clock).callLater(pool_timeout, expire)
         return d
 
     @staticmethod
@@ -402,7 +385,7 @@ class ConnectionPool:
         proto.conn_state = ConnState.IDLE
         self._idle.setdefault(proto.key, []).append(proto)
         if self.idle_timeout is not None:
-            proto.idle_call = _clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
+            proto.idle_call = get_clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
 
     def _serve_idle(self, proto: _ClientProtocol) -> None:
         """After Twisted finished with ``proto``: give it to a waiter if one needs it."""
@@ -500,17 +483,17 @@ def _key_text(key: Hashable) -> str:
     return repr(key)
 
 
-def check_http_versions(versions: Any) -> tuple[str, ...]:
-    """``versions`` as a tuple; raises for anything but ``"h2"``/``"http/1.1"``.
+#: The ``http_versions`` the client speaks (ALPN names, RFC 7301).
+CLIENT_VERSIONS = ("http/1.1", "h2")
 
-    :raises ValueError: for an empty or unknown value.
+
+def check_client_versions(versions: Any) -> tuple[str, ...]:
+    """``http_versions`` for the client: a tuple of ``"http/1.1"`` and ``"h2"``.
+
+    :raises ValueError: for a string, an empty sequence or an unknown name.
     :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
     """
-    if isinstance(versions, str):
-        raise ValueError(f"http_versions must be a tuple such as ('h2', 'http/1.1'), not {versions!r}")
-    out = tuple(versions)
-    if not out or any(v not in ("h2", "http/1.1") for v in out):
-        raise ValueError(f"http_versions must name 'h2' and/or 'http/1.1', not {out!r}")
+    out = check_http_versions(versions, CLIENT_VERSIONS)
     if "http/1.1" not in out:
         raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
     return out

@@ -20,7 +20,8 @@ from twisted.web._newclient import Request, ResponseDone
 from twisted.web.http_headers import Headers
 
 from aleph_tx.errors import PoolTimeout, ProtocolError
-from aleph_tx.http._pool import ConnectionPool, ConnState, _ClientProtocol, connection_pool, default_pool
+from aleph_tx.http._client.connection import ConnState, _ClientProtocol
+from aleph_tx.http._client.pool import ConnectionPool, connection_pool, default_pool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

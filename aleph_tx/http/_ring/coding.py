@@ -1,4 +1,4 @@
-"""Decoding ``Content-Encoding: gzip`` and ``deflate`` response bodies (pure logic).
+"""Decoding ``Content-Encoding: gzip`` and ``deflate`` bodies (pure: no Twisted, no I/O).
 
 :class:`ContentDecoder` is fed the encoded bytes as they arrive and read in pieces
 of a bounded size, so a small compressed chunk that expands a thousandfold is

@@ -1,7 +1,7 @@
 """HTTP/2 for the client (``http_versions=("h2", "http/1.1")``), on the ``h2`` library.
 
-When ALPN picks ``h2`` the pooled connection (:class:`~aleph_tx.http._pool._ClientProtocol`)
-hands its bytes to an :class:`H2Connection`; each request is one stream. A stream
+When ALPN picks ``h2`` the pooled connection (client connection)
+hands its bytes to an :class:`H2ClientConnection`; each request is one stream. A stream
 looks to the rest of the client like Twisted's HTTP/1.1 response: it has
 ``code``, ``headers`` and ``deliverBody(protocol)``, and the body protocol's
 transport can be paused. Backpressure: received DATA is acknowledged (the flow
@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from aleph_tx.errors import ConnectionLostError, ProtocolError
 
-__all__ = ["H2Connection", "H2Stream"]
+__all__ = ["H2ClientConnection", "H2ClientStream"]
 
 #: Headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113, 8.2.2).
 _HOP_BY_HOP = frozenset(
@@ -50,7 +50,7 @@ _WINDOW = 1 << 20
 class _BodySender:
     """The consumer a request body producer writes to: DATA frames within the peer's window."""
 
-    def __init__(self, stream: H2Stream) -> None:
+    def __init__(self, stream: H2ClientStream) -> None:
         self._stream = stream
         self._producer: Any = None
 
@@ -65,14 +65,14 @@ class _BodySender:
         self._stream.flush()
 
 
-class H2Stream:
+class H2ClientStream:
     """One request/response on an HTTP/2 connection (quacks like Twisted's ``Response``).
 
     :ivar code: the response status.
     :ivar headers: the response headers (``Headers``; pseudo-headers removed).
     """
 
-    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+    def __init__(self, conn: H2ClientConnection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
         self.code = 0
@@ -247,7 +247,7 @@ class H2Stream:
 class _StreamTransport:
     """The body protocol's transport: pause/resume reading one stream."""
 
-    def __init__(self, stream: H2Stream) -> None:
+    def __init__(self, stream: H2ClientStream) -> None:
         self._stream = stream
 
     def pauseProducing(self) -> None:  # noqa: N802
@@ -263,7 +263,7 @@ class _StreamTransport:
         self._stream.abort()
 
 
-class H2Connection:
+class H2ClientConnection:
     """The HTTP/2 side of one pooled TLS connection (after ALPN chose ``h2``).
 
     :param transport: the TLS transport.
@@ -273,7 +273,7 @@ class H2Connection:
     def __init__(
         self,
         transport: Any,
-        on_stream_done: Callable[[H2Connection], None],
+        on_stream_done: Callable[[H2ClientConnection], None],
         max_header_size: int,
     ) -> None:
         self.transport = transport
@@ -290,7 +290,7 @@ class H2Connection:
         )
         self.h2.decoder.max_header_list_size = max_header_size
         self.h2.increment_flow_control_window(16 * _WINDOW)
-        self.streams: dict[int, H2Stream] = {}
+        self.streams: dict[int, H2ClientStream] = {}
         self.lost: Failure | None = None
         self.goaway = False
         self.send_pending()
@@ -311,10 +311,10 @@ class H2Connection:
         if data and self.lost is None:
             self.transport.write(data)
 
-    def request(self, request: Request, scheme: bytes, authority: bytes) -> H2Stream:
+    def request(self, request: Request, scheme: bytes, authority: bytes) -> H2ClientStream:
         """Start ``request``; the returned stream's ``response_d`` fires at the headers."""
         stream_id = self.h2.get_next_available_stream_id()
-        stream = H2Stream(self, stream_id)
+        stream = H2ClientStream(self, stream_id)
         self.streams[stream_id] = stream
         headers = [
             (b":method", request.method),
@@ -344,7 +344,7 @@ class H2Connection:
             stream.start_body(producer)
         return stream
 
-    def stream_done(self, stream: H2Stream) -> None:
+    def stream_done(self, stream: H2ClientStream) -> None:
         if self.streams.pop(stream.stream_id, None) is not None:
             self._on_stream_done(self)
 
@@ -358,10 +358,6 @@ class H2Connection:
             self.transport.loseConnection()
             return
         for event in events:
-            import os
-
-            if os.environ.get("H2DEBUG"):
-                print("EVENT", event)
             self._event(event)
         self.send_pending()
 

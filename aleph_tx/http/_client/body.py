@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseDone
@@ -30,8 +30,10 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from aleph_tx._chunks import to_chunk
+from aleph_tx._time import Timer
 from aleph_tx.errors import ProtocolError, ReadTimeout
-from aleph_tx.http._decode import ContentDecoder
+from aleph_tx.http._ring.coding import ContentDecoder
 from aleph_tx.stream import SplicedStream, Stream
 
 __all__ = [
@@ -39,8 +41,9 @@ __all__ = [
     "BodyStreamer",
     "Replayable",
     "encode_form",
+    "encode_json",
     "encode_multipart",
-    "make_producer",
+    "make_body",
 ]
 
 _CHUNK = 65536
@@ -50,16 +53,6 @@ _END = object()
 def is_stream(x: Any) -> bool:
     """``True`` for an aleph_tx stream (a source of chunks)."""
     return isinstance(x, (Stream, SplicedStream))
-
-
-def _chunk_bytes(msg: Any) -> bytes:
-    if isinstance(msg, bytes):
-        return msg
-    if isinstance(msg, (bytearray, memoryview)):
-        return bytes(msg)
-    if isinstance(msg, str):
-        return msg.encode("utf-8")
-    raise TypeError(f"a request body chunk must be bytes-like or str, not {msg!r}")
 
 
 @implementer(IBodyProducer)
@@ -120,7 +113,7 @@ class _IterProducer:
                     d, self._done = self._done, None
                     d.errback(Failure())
                     return
-                data = _chunk_bytes(chunk)
+                data = to_chunk(chunk)
                 if data:
                     assert self._consumer is not None
                     self._consumer.write(data)
@@ -193,7 +186,7 @@ class _StreamProducer:
             d.callback(None)
             return False
         try:
-            data = _chunk_bytes(msg)
+            data = to_chunk(msg)
         except TypeError:
             d, self._done = self._done, None
             d.errback(Failure())
@@ -299,7 +292,7 @@ def _closing_chunks(f: Any) -> Iterator[bytes]:
         yield from _file_chunks(f)
 
 
-def make_producer(body: Any) -> Replayable:
+def make_body(body: Any) -> Replayable:
     """Wrap a ``body`` option value; raises ``TypeError`` for an unsupported kind."""
     return Replayable(body)
 
@@ -373,31 +366,6 @@ def _ended_cleanly(reason: Failure) -> bool:
     return reason.check(ResponseDone, PotentialDataLoss) is not None
 
 
-class _ReadTimer:
-    def __init__(self, seconds: float | None, clock: IReactorTime, on_expire: Any) -> None:
-        self._seconds = seconds
-        self._clock = clock
-        self._on_expire = on_expire
-        self._call: IDelayedCall | None = None
-
-    def arm(self) -> None:
-        if self._seconds is None:
-            return
-        if self._call is not None and self._call.active():
-            self._call.reset(self._seconds)
-        else:
-            self._call = self._clock.callLater(self._seconds, self._expire)
-
-    def disarm(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _expire(self) -> None:
-        self._call = None
-        self._on_expire()
-
-
 class BodyCollector(Protocol):
     """Collects a response body; :attr:`done` fires with the ``bytes``.
 
@@ -421,11 +389,11 @@ class BodyCollector(Protocol):
         self._discard = discard
         self._decoder = decoder
         self.done: Deferred[bytes] = Deferred(self._cancel)
-        self._timer = _ReadTimer(read_timeout, clock, self._expired)
-        self._timer.arm()
+        self._timer = Timer(read_timeout, self._expired, clock)
+        self._timer.start()
 
     def _cancel(self, d: Deferred[bytes]) -> None:
-        self._timer.disarm()
+        self._timer.stop()
         self._abort()
 
     def _expired(self) -> None:
@@ -434,7 +402,7 @@ class BodyCollector(Protocol):
         self._abort()
 
     def _failed(self, e: BaseException) -> None:
-        self._timer.disarm()
+        self._timer.stop()
         self._abort()
         if not self.done.called:
             self.done.errback(e)
@@ -442,7 +410,7 @@ class BodyCollector(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.done.called:
             return
-        self._timer.arm()
+        self._timer.start()
         if self._discard:
             return
         if self._decoder is not None:
@@ -455,7 +423,7 @@ class BodyCollector(Protocol):
         self._chunks.append(data)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
-        self._timer.disarm()
+        self._timer.stop()
         if self.done.called:
             return
         if not _ended_cleanly(reason):
@@ -497,8 +465,8 @@ class BodyStreamer(Protocol):
         self._waiting = False  # a put is pending and the transport paused
         self.stream = Stream(description=self._describe)
         self.stream.on_closed(self._closed_by_reader)
-        self._timer = _ReadTimer(read_timeout, clock, self._expired)
-        self._timer.arm()
+        self._timer = Timer(read_timeout, self._expired, clock)
+        self._timer.start()
 
     def _describe(self) -> dict[str, Any]:
         desc: dict[str, Any] = {"type": "http-client-body", "bytes_received": self.bytes_received}
@@ -509,12 +477,12 @@ class BodyStreamer(Protocol):
     def _closed_by_reader(self) -> None:
         if not self._finished:
             self._finished = True
-            self._timer.disarm()
+            self._timer.stop()
             self._abort()
 
     def _fail(self, error: BaseException) -> None:
         self._finished = True
-        self._timer.disarm()
+        self._timer.stop()
         self.error = error
         self._abort()
         self.stream.close()
@@ -530,7 +498,7 @@ class BodyStreamer(Protocol):
         if self._decoder is None:
             self._put(data)
             if not self._waiting:
-                self._timer.arm()
+                self._timer.start()
         else:
             self._decoder.feed(data)
             self._pump()
@@ -540,7 +508,7 @@ class BodyStreamer(Protocol):
         if d.called:
             return
         # backpressure: stop reading the socket until the reader takes
-        self._timer.disarm()
+        self._timer.stop()
         self._waiting = True
         transport: Any = self.transport
         transport.pauseProducing()
@@ -563,7 +531,7 @@ class BodyStreamer(Protocol):
         if self._ended:
             self._end()
         else:
-            self._timer.arm()
+            self._timer.start()
 
     def _accepted(self, result: Any) -> None:
         self._waiting = False
@@ -572,7 +540,7 @@ class BodyStreamer(Protocol):
         if self._decoder is not None:
             self._pump()
         else:
-            self._timer.arm()  # (without a decoder, the end came only after this put fired)
+            self._timer.start()  # (without a decoder, the end came only after this put fired)
         if not self._waiting and not self._finished:
             transport: Any = self.transport
             transport.resumeProducing()
@@ -588,7 +556,7 @@ class BodyStreamer(Protocol):
         self.stream.close()
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
-        self._timer.disarm()
+        self._timer.stop()
         if self._finished:
             return
         if not _ended_cleanly(reason):
