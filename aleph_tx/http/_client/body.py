@@ -1,13 +1,17 @@
-"""Request bodies (IBodyProducers with backpressure) and response bodies for the client.
+"""Request bodies as chunk sources, and the two ways a response body is read.
 
-Request side: bytes-likes and ``str`` are sent with ``Content-Length``; files
-with it when seekable; iterables and :class:`~aleph_tx.stream.Stream` chunked,
-taken only while the transport accepts more (the producer is paused by Twisted
-when the socket buffer is full).
+Request side: :class:`Replayable` wraps the ``body``, ``form_params``, ``json`` or
+``multipart`` option; :meth:`Replayable.source` gives the bytes (sent with
+``Content-Length``) or a :class:`~aleph_tx._chunks.ChunkSource` that the connection
+sends with an :class:`~aleph_tx._adapter.Pump`: taken only while the transport
+accepts more, a file read one chunk at a time.
 
-Response side: :class:`BodyCollector` gathers the body into ``bytes``;
-:class:`BodyStreamer` puts each chunk into a ``Stream`` and pauses the transport
-while a put is pending, so a slow reader never makes memory grow.
+Response side, two :class:`~aleph_tx.http._client.connection.BodySink` kinds:
+:class:`BodyCollector` gathers the body into ``bytes``; :class:`BodyStreamer` puts
+each chunk into a ``Stream`` through an :class:`~aleph_tx._adapter.Receiver`, which
+stops the connection's reading while a put waits, so a slow reader never makes
+memory grow. Both decode gzip and deflate (:mod:`aleph_tx.http._ring.coding`) and
+enforce ``read_timeout`` (the longest stall of the network, not of the reader).
 """
 
 from __future__ import annotations
@@ -16,21 +20,18 @@ import io
 import json as jsonlib
 import os
 import pathlib
+import typing
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
-from twisted.web._newclient import ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from aleph_tx._chunks import to_chunk
+from aleph_tx._adapter import Receiver
+from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx._time import Timer
 from aleph_tx.errors import ProtocolError, ReadTimeout
 from aleph_tx.http._ring.coding import ContentDecoder
@@ -38,16 +39,18 @@ from aleph_tx.stream import SplicedStream, Stream
 
 __all__ = [
     "BodyCollector",
+    "BodySink",
     "BodyStreamer",
     "Replayable",
+    "ResponseHandle",
     "encode_form",
     "encode_json",
     "encode_multipart",
     "make_body",
 ]
 
-_CHUNK = 65536
-_END = object()
+#: Read size of files and paths, and the largest decoded piece put into a stream.
+CHUNK = 65536
 
 
 def is_stream(x: Any) -> bool:
@@ -55,186 +58,55 @@ def is_stream(x: Any) -> bool:
     return isinstance(x, (Stream, SplicedStream))
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A body that is already here: written at once with its length."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802
-        pass
-
-
-@implementer(IBodyProducer)
-class _IterProducer:
-    """Chunks from a synchronous iterator, written while the consumer is not paused."""
-
-    def __init__(self, chunks: Iterator[Any], length: int | object = UNKNOWN_LENGTH) -> None:
-        self._chunks = chunks
-        self.length = length
-        self._paused = False
-        self._stopped = False
-        self._running = False
-        self._consumer: IConsumer | None = None
-        self._done: Deferred[None] | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
-        self._consumer = consumer
-        d: Deferred[None] = Deferred()
-        self._done = d
-        self._pump()
-        return d
-
-    def _pump(self) -> None:
-        if self._running:
-            return
-        self._running = True
-        try:
-            while not self._paused and not self._stopped and self._done is not None:
-                try:
-                    chunk = next(self._chunks)
-                except StopIteration:
-                    d, self._done = self._done, None
-                    d.callback(None)
-                    return
-                except Exception:
-                    d, self._done = self._done, None
-                    d.errback(Failure())
-                    return
-                data = to_chunk(chunk)
-                if data:
-                    assert self._consumer is not None
-                    self._consumer.write(data)
-        finally:
-            self._running = False
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self._paused = True
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        self._stopped = True
-        self._done = None
-
-
-@implementer(IBodyProducer)
-class _StreamProducer:
-    """Chunks taken from a ``Stream`` only while the consumer is not paused."""
-
-    length = UNKNOWN_LENGTH
-
-    def __init__(self, source: Any) -> None:
-        self._source = source
-        self._paused = False
-        self._stopped = False
-        self._taking = False
-        self._consumer: IConsumer | None = None
-        self._done: Deferred[None] | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
-        self._consumer = consumer
-        d: Deferred[None] = Deferred()
-        self._done = d
-        self._pump()
-        return d
-
-    def _pump(self) -> None:
-        while not self._paused and not self._stopped and not self._taking and self._done:
-            d = self._source.take(_END)
-            if d.called:
-                # fast path: the message is already here (design notes, section 11)
-                msg = d.result
-                d.addErrback(lambda _: None)
-                if not self._handle(msg):
-                    return
-                continue
-            self._taking = True
-            d.addCallbacks(self._arrived, self._failed)
-            return
-
-    def _arrived(self, msg: Any) -> None:
-        self._taking = False
-        if self._handle(msg):
-            self._pump()
-
-    def _failed(self, f: Failure) -> None:
-        self._taking = False
-        d, self._done = self._done, None
-        if d is not None:
-            d.errback(f)
-
-    def _handle(self, msg: Any) -> bool:
-        if self._stopped or self._done is None:
-            return False
-        if msg is _END:
-            d, self._done = self._done, None
-            d.callback(None)
-            return False
-        try:
-            data = to_chunk(msg)
-        except TypeError:
-            d, self._done = self._done, None
-            d.errback(Failure())
-            return False
-        if data:
-            assert self._consumer is not None
-            self._consumer.write(data)
-        return True
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self._paused = True
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        # the request was aborted: tell the producer of the stream
-        self._stopped = True
-        self._done = None
-        self._source.close()
-
-
-def _file_chunks(f: Any) -> Iterator[bytes]:
+def file_chunks(f: Any, size: int = CHUNK) -> Iterator[bytes]:
+    """A file's chunks from its current position (one ``read`` per chunk)."""
     while True:
-        chunk = f.read(_CHUNK)
+        chunk = f.read(size)
         if not chunk:
             return
         yield chunk
 
 
+def path_chunks(path: pathlib.Path, size: int = CHUNK) -> Iterator[bytes]:
+    """A file's chunks, opened at the first one and closed at the end (or when closed)."""
+    with path.open("rb") as f:
+        yield from file_chunks(f, size)
+
+
+def _closer(it: Any) -> Callable[[], None]:
+    def close() -> None:
+        close_it = getattr(it, "close", None)
+        if close_it is not None:
+            close_it()
+
+    return close
+
+
 class Replayable:
-    """A request body that can be sent again (redirects 307/308, stale-connection retry).
+    """A request body that may be sent again (redirects 307/308, a stale-connection retry).
 
     :ivar content_type: a default ``content-type`` for the body, or ``None``.
     """
 
-    def __init__(self, body: Any, content_type: str | None = None) -> None:
+    def __init__(
+        self,
+        body: Any,
+        content_type: str | None = None,
+        make_source: Callable[[], tuple[ChunkSource, int | None]] | None = None,
+    ) -> None:
         self.content_type = content_type
         self._body = body
+        self._make_source = make_source
         self._file_pos: int | None = None
         self._used = False
+        if make_source is not None:
+            return
         if isinstance(body, (bytes, bytearray, memoryview)):
             self._body = bytes(body)
         elif isinstance(body, str):
             self._body = body.encode("utf-8")
         elif isinstance(body, pathlib.Path):
-            self._body = body
+            pass
         elif hasattr(body, "read"):
             try:
                 self._file_pos = body.tell() if body.seekable() else None
@@ -250,16 +122,17 @@ class Replayable:
 
     @property
     def replayable(self) -> bool:
-        """Whether :meth:`producer` can be called again after the first time."""
+        """Whether :meth:`source` can be called again after the first time."""
         b = self._body
         return (
             not self._used
+            or self._make_source is not None
             or isinstance(b, (bytes, pathlib.Path))
             or (hasattr(b, "read") and self._file_pos is not None)
         )
 
-    def producer(self) -> IBodyProducer:
-        """A fresh producer of the body.
+    def source(self) -> tuple[bytes | ChunkSource, int | None]:
+        """The body to send and its length (``None``: unknown, sent chunked).
 
         :raises RuntimeError: when a one-shot body (stream, iterator) was already sent.
         """
@@ -268,28 +141,27 @@ class Replayable:
         first = not self._used
         self._used = True
         b = self._body
+        if self._make_source is not None:
+            return self._make_source()
         if isinstance(b, bytes):
-            return _BytesProducer(b)
+            return b, len(b)
         if isinstance(b, pathlib.Path):
-            f = b.open("rb")
-            return _IterProducer(_closing_chunks(f), os.fstat(f.fileno()).st_size)
+            size = os.stat(b).st_size
+            chunks = path_chunks(b)
+            return ChunkSource(SourceKind.ITERATOR, chunks, size, _closer(chunks)), size
         if hasattr(b, "read"):
-            length: int | object = UNKNOWN_LENGTH
+            length: int | None = None
             if self._file_pos is not None:
                 if not first:
                     b.seek(self._file_pos)
                 end = b.seek(0, io.SEEK_END)
                 b.seek(self._file_pos)
                 length = end - self._file_pos
-            return _IterProducer(_file_chunks(b), length)
+            return ChunkSource(SourceKind.ITERATOR, file_chunks(b), length), length
         if is_stream(b):
-            return _StreamProducer(b)
-        return _IterProducer(iter(b))
-
-
-def _closing_chunks(f: Any) -> Iterator[bytes]:
-    with f:
-        yield from _file_chunks(f)
+            return ChunkSource(SourceKind.STREAM, b, None, b.close), None
+        it = iter(b)
+        return ChunkSource(SourceKind.ITERATOR, it, None, _closer(it)), None
 
 
 def make_body(body: Any) -> Replayable:
@@ -357,60 +229,95 @@ def encode_multipart(parts: Any, boundary: str | None = None) -> Replayable:
     return Replayable(b"".join(out), f"multipart/form-data; boundary={boundary}")
 
 
-# -- response bodies ---------------------------------------------------------------
+# -- response bodies ---------------------------------------------------------------------
 
 
-def _ended_cleanly(reason: Failure) -> bool:
-    # PotentialDataLoss: a body without length or chunking ends with the
-    # connection (RFC 9112 section 6.3, rule 8): that is its normal end.
-    return reason.check(ResponseDone, PotentialDataLoss) is not None
+class BodySink(typing.Protocol):
+    """Where a response body goes (the client's collector or stream)."""
+
+    def body_data(self, data: bytes) -> None:
+        """A chunk of the body (as it came, before any content decoding)."""
+
+    def body_ending(self) -> BaseException | None:
+        """The body is complete: is anything wrong with it (a truncated gzip body)?
+
+        Called before the connection is handed back, without running user code:
+        an error keeps the connection from being reused and fails the body.
+        """
+
+    def body_done(self) -> None:
+        """The body ended completely (the connection is back in the pool)."""
+
+    def body_failed(self, reason: BaseException) -> None:
+        """The body ended badly (connection lost, protocol error, cancel, timeout)."""
 
 
-class BodyCollector(Protocol):
-    """Collects a response body; :attr:`done` fires with the ``bytes``.
+class ResponseHandle(typing.Protocol):
+    """One request's response, on any connection kind.
 
-    :param abort: aborts the connection (cancellation, read timeout).
+    :ivar head: fires with the handle once ``status`` and ``headers`` are known.
+    :ivar status: the final status code.
+    :ivar headers: ``(lower-case name, value)`` pairs, in order, repeats kept.
+    :ivar retryable: the request may be sent again on a new connection (a reused
+        connection closed by the peer before any byte of the response).
+    """
+
+    head: Deferred[Any]
+    status: int
+    headers: list[tuple[str, str]]
+    retryable: bool
+
+    def deliver_body(self, sink: BodySink) -> None:
+        """Hand the body (what arrived so far, then the rest) to ``sink``."""
+
+    def pause_reading(self) -> None:
+        """Stop reading this response's body from the network."""
+
+    def resume_reading(self) -> None:
+        """Read on."""
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Give up: fail with ``reason`` (default :class:`CancelledError`); the
+        connection (HTTP/1.1) or the stream (HTTP/2) is cut."""
+
+
+def _stalled() -> ReadTimeout:
+    return ReadTimeout("reading the response body stalled past read_timeout")
+
+
+class BodyCollector:
+    """Collects a response body (a ``BodySink``); :attr:`done` fires with the ``bytes``.
+
+    :param handle: the response.
     :param read_timeout: the longest stall allowed between two chunks.
     :param decoder: decodes a gzip or deflate body (``None``: as it arrived).
+    :param discard: read and drop the body (a redirect's, to keep the connection).
     """
+
+    __slots__ = ("_chunks", "_decoder", "_discard", "_handle", "_timer", "done")
 
     def __init__(
         self,
-        abort: Any,
-        translate: Any,
+        handle: ResponseHandle,
         read_timeout: float | None,
         clock: IReactorTime,
-        discard: bool = False,
         decoder: ContentDecoder | None = None,
+        discard: bool = False,
     ) -> None:
         self._chunks: list[bytes] = []
-        self._abort = abort
-        self._translate = translate
-        self._discard = discard
+        self._handle = handle
         self._decoder = decoder
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-        self._timer = Timer(read_timeout, self._expired, clock)
-        self._timer.start()
+        self._discard = discard
+        self.done: Deferred[bytes] = Deferred(lambda _: handle.abort())
+        self._timer: Timer | None = None
+        handle.deliver_body(self)  # what already arrived, maybe the whole body
+        if not self.done.called and read_timeout is not None:
+            self._timer = Timer(read_timeout, lambda: handle.abort(_stalled()), clock)
+            self._timer.start()
 
-    def _cancel(self, d: Deferred[bytes]) -> None:
-        self._timer.stop()
-        self._abort()
-
-    def _expired(self) -> None:
-        if not self.done.called:
-            self.done.errback(ReadTimeout("reading the response body stalled past read_timeout"))
-        self._abort()
-
-    def _failed(self, e: BaseException) -> None:
-        self._timer.stop()
-        self._abort()
-        if not self.done.called:
-            self.done.errback(e)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self.done.called:
-            return
-        self._timer.start()
+    def body_data(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._timer.start()
         if self._discard:
             return
         if self._decoder is not None:
@@ -418,55 +325,63 @@ class BodyCollector(Protocol):
             try:
                 data = self._decoder.read()
             except ProtocolError as e:
-                self._failed(e)
+                self._handle.abort(e)
                 return
         self._chunks.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
-        self._timer.stop()
-        if self.done.called:
-            return
-        if not _ended_cleanly(reason):
-            self._failed(self._translate(reason))
-            return
+    def body_ending(self) -> BaseException | None:
         if self._decoder is not None and not self._discard:
             try:
                 self._decoder.close()
             except ProtocolError as e:
-                self._failed(e)
-                return
-        self.done.callback(b"".join(self._chunks))
+                return e
+        return None
+
+    def body_done(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if not self.done.called:
+            chunks = self._chunks
+            self.done.callback(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def body_failed(self, reason: BaseException) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if not self.done.called:
+            self.done.errback(reason)
 
 
-class BodyStreamer(Protocol):
-    """Puts each response chunk into :attr:`stream`, pausing the transport while a put waits.
+@implementer(IPushProducer)
+class BodyStreamer:
+    """Puts a response body into :attr:`stream` (a ``BodySink``), with backpressure.
 
-    The read timeout runs only while we wait for the network, never while the
-    reader is slow. Closing the stream before the end aborts the connection. With a
-    ``decoder``, decoded pieces of at most 64 KiB are put one at a time, each once the
-    last was accepted: a highly compressed body cannot fill memory either.
+    The :class:`~aleph_tx._adapter.Receiver` pauses the connection's reading while
+    a put waits. With a ``decoder``, decoded pieces of at most 64 KiB are put one at
+    a time, each once the last was accepted: a highly compressed body cannot fill
+    memory either. The read timeout runs only while we wait for the network, never
+    while the reader is slow. Closing the stream before the end aborts the response.
     """
 
     def __init__(
         self,
-        abort: Any,
-        translate: Any,
+        handle: ResponseHandle,
         read_timeout: float | None,
         clock: IReactorTime,
         decoder: ContentDecoder | None = None,
     ) -> None:
-        self._abort = abort
-        self._translate = translate
+        self._handle = handle
         self._decoder = decoder
         self.error: BaseException | None = None
         self.bytes_received = 0
-        self._finished = False
+        self._finished = False  # no more data will be put (ended, failed or closed by the reader)
         self._ended = False  # the body ended cleanly; decoded pieces may still be due
-        self._waiting = False  # a put is pending and the transport paused
+        self._paused = False  # the receiver paused us: a put is pending
         self.stream = Stream(description=self._describe)
+        self._receiver = Receiver(self.stream.put, self.stream.close, self)
         self.stream.on_closed(self._closed_by_reader)
-        self._timer = Timer(read_timeout, self._expired, clock)
+        self._timer = Timer(read_timeout, lambda: handle.abort(_stalled()), clock)
         self._timer.start()
+        handle.deliver_body(self)
 
     def _describe(self) -> dict[str, Any]:
         desc: dict[str, Any] = {"type": "http-client-body", "bytes_received": self.bytes_received}
@@ -478,72 +393,75 @@ class BodyStreamer(Protocol):
         if not self._finished:
             self._finished = True
             self._timer.stop()
-            self._abort()
+            self._handle.abort()
 
-    def _fail(self, error: BaseException) -> None:
-        self._finished = True
+    # the Receiver's producer: a put is pending / all were accepted
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._paused = True
         self._timer.stop()
-        self.error = error
-        self._abort()
-        self.stream.close()
+        self._handle.pause_reading()
 
-    def _expired(self) -> None:
-        if not self._finished:
-            self._fail(ReadTimeout("reading the response body stalled past read_timeout"))
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._paused = False
+        if self._decoder is not None:
+            self._pump()
+        if not self._paused and not self._finished:
+            self._timer.start()
+            self._handle.resume_reading()
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def stopProducing(self) -> None:  # noqa: N802
+        """Not called by the Receiver."""
+
+    # BodySink
+
+    def body_data(self, data: bytes) -> None:
         if self._finished:
             return
         self.bytes_received += len(data)
         if self._decoder is None:
-            self._put(data)
-            if not self._waiting:
+            self._receiver.write(data)
+            if not self._paused:
                 self._timer.start()
         else:
             self._decoder.feed(data)
             self._pump()
 
-    def _put(self, data: bytes) -> None:
-        d = self.stream.put(data)
-        if d.called:
-            return
-        # backpressure: stop reading the socket until the reader takes
-        self._timer.stop()
-        self._waiting = True
-        transport: Any = self.transport
-        transport.pauseProducing()
-        d.addBoth(self._accepted)
-
     def _pump(self) -> None:
         """Put decoded pieces until one has to wait or the input is used up."""
-        assert self._decoder is not None
-        while not self._waiting and not self._finished:
+        decoder = self._decoder
+        assert decoder is not None
+        while not self._paused and not self._finished:
             try:
-                piece = self._decoder.read(_CHUNK)
+                piece = decoder.read(CHUNK)
             except ProtocolError as e:
-                self._fail(e)
+                self._handle.abort(e)
+                self.body_failed(e)
                 return
             if not piece:
                 break
-            self._put(piece)
-        if self._waiting or self._finished:
-            return
-        if self._ended:
+            self._receiver.write(piece)
+        if self._ended and not self._paused and not self._finished:
             self._end()
-        else:
-            self._timer.start()
 
-    def _accepted(self, result: Any) -> None:
-        self._waiting = False
-        if self._finished or result is not True:
+    def body_ending(self) -> BaseException | None:
+        decoder = self._decoder
+        if decoder is not None and not decoder.pending:
+            try:
+                decoder.close()
+            except ProtocolError as e:
+                return e
+        return None  # (pieces still to decode: checked when they are)
+
+    def body_done(self) -> None:
+        self._timer.stop()
+        if self._finished:
             return
-        if self._decoder is not None:
+        self._ended = True
+        if self._decoder is None:
+            self._end()
+        elif not self._paused:
             self._pump()
-        else:
-            self._timer.start()  # (without a decoder, the end came only after this put fired)
-        if not self._waiting and not self._finished:
-            transport: Any = self.transport
-            transport.resumeProducing()
 
     def _end(self) -> None:
         self._finished = True
@@ -552,16 +470,12 @@ class BodyStreamer(Protocol):
                 self._decoder.close()
             except ProtocolError as e:
                 self.error = e
-                self._abort()  # as for any malformed response: the connection is not reused
-        self.stream.close()
+        self._receiver.finish()
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
+    def body_failed(self, reason: BaseException) -> None:
         self._timer.stop()
         if self._finished:
             return
-        if not _ended_cleanly(reason):
-            self._fail(self._translate(reason))
-            return
-        self._ended = True
-        if not self._waiting or self._decoder is None:
-            self._end()  # a put still waiting without a decoder is kept by the closed stream
+        self._finished = True
+        self.error = reason
+        self._receiver.finish()

@@ -9,6 +9,7 @@ proxy is reached over TLS verified with the system's trust roots (or nothing wit
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Hashable
 from typing import Any
 
@@ -18,12 +19,10 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
+    connectProtocol,
     wrapClientTLS,
 )
-from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import (
-    IAddress,
-    IOpenSSLClientConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IReactorTime,
@@ -35,11 +34,12 @@ from zope.interface import implementer
 
 from aleph_tx._time import arm_timeout
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
-from aleph_tx.http._client.connection import _ClientProtocol
-from aleph_tx.http._client.pool import Connector
+from aleph_tx.http._client.connection import HTTP11ClientConnection
+from aleph_tx.http._client.h2 import H2ClientConnection
+from aleph_tx.http._client.pool import PooledConnection, PoolEvents, lost_error
 from aleph_tx.tls import client_creator
 
-__all__ = ["Target", "make_connector", "proxy_authorization"]
+__all__ = ["Connector", "Target", "proxy_authorization"]
 
 
 class Target:
@@ -94,24 +94,21 @@ def _tcp_endpoint(reactor: Any, host: str, port: int) -> IStreamClientEndpoint:
 _ALPN = (b"h2", b"http/1.1")
 
 
-def _tls_creator(target: Target) -> IOpenSSLClientConnectionCreator:
-    """The connection creator for ``target`` (ALPN offered when HTTP/2 is wanted)."""
-    alpn = _ALPN if target.h2 else None
-    return client_creator(target.host, target.ssl_context, target.insecure, alpn, target.port)
-
-
 # -- CONNECT tunnels (https through an HTTP proxy) -------------------------------
 
 
 class _TunnelProtocol(Protocol):
-    """Sends ``CONNECT host:port``; on 200 hands the connection to the real protocol."""
+    """Sends ``CONNECT host:port``; on a 2xx answer hands the connection to the real
+    protocol (RFC 9110 §9.3.6). ``done`` fires once: with the real protocol, or with
+    the first failure; what happens after it fired (a cancel, a timeout) goes to the
+    real protocol or nowhere."""
 
     MAX_HEAD = 65536
 
     def __init__(self, request: bytes, factory: IProtocolFactory, done: Deferred[IProtocol]) -> None:
         self._request = request
         self._factory = factory
-        self._done: Deferred[IProtocol] | None = done
+        self._done = done
         self._buf = b""
         self._inner: Protocol | None = None
 
@@ -123,6 +120,8 @@ class _TunnelProtocol(Protocol):
         if self._inner is not None:
             self._inner.dataReceived(data)
             return
+        if self._done.called:
+            return
         self._buf += data
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
@@ -133,36 +132,28 @@ class _TunnelProtocol(Protocol):
         self._buf = b""
         status_line = head.split(b"\r\n", 1)[0]
         parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or parts[1] != b"200":
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].startswith(b"2"):
             self._fail(ProtocolError(f"proxy refused CONNECT: {status_line.decode('latin-1')!r}"))
             return
         transport: Any = self.transport
         inner: Any = self._factory.buildProtocol(transport.getPeer())
-        if inner is None:
-            self._fail(ConnectionLostError("the protocol factory refused the connection"))
-            return
         self._inner = inner
         inner.makeConnection(transport)
-        d, self._done = self._done, None
-        if d is not None:
-            d.callback(inner)
+        self._done.callback(inner)
         if rest:
             inner.dataReceived(rest)
 
     def _fail(self, error: Exception) -> None:
-        d, self._done = self._done, None
         transport: Any = self.transport
         transport.abortConnection()
-        if d is not None:
-            d.errback(error)
+        if not self._done.called:
+            self._done.errback(error)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionLostError())) -> None:  # noqa: N802, B008
         if self._inner is not None:
             self._inner.connectionLost(reason)
-            return
-        d, self._done = self._done, None
-        if d is not None:
-            d.errback(ConnectionLostError("proxy closed the connection during CONNECT", reason))
+        elif not self._done.called:
+            self._done.errback(lost_error(reason, "the proxy closed the connection during CONNECT"))
 
 
 @implementer(IStreamClientEndpoint)
@@ -183,23 +174,21 @@ class _TunnelEndpoint:
         if self._auth is not None:
             lines.append(b"Proxy-Authorization: " + self._auth)
         request = b"\r\n".join(lines) + b"\r\n\r\n"
-        holder: list[_TunnelProtocol] = []
+        tunnel: list[_TunnelProtocol] = []
 
         def cancel(_: Deferred[IProtocol]) -> None:
-            connecting.cancel()
-            transport: Any = holder[0].transport if holder else None
-            if transport is not None:
-                transport.abortConnection()
+            if not connecting.called:
+                connecting.cancel()
+            elif tunnel and tunnel[0].transport is not None:
+                tunnel[0].transport.abortConnection()  # type: ignore[attr-defined]
 
         done: Deferred[IProtocol] = Deferred(cancel)
 
-        class _F(Factory):
-            def buildProtocol(self, addr: IAddress | None) -> _TunnelProtocol:  # noqa: N802
-                p = _TunnelProtocol(request, protocolFactory, done)
-                holder.append(p)
-                return p
+        def build() -> _TunnelProtocol:
+            tunnel.append(_TunnelProtocol(request, protocolFactory, done))
+            return tunnel[0]
 
-        connecting = self._proxy_endpoint.connect(_F())
+        connecting = self._proxy_endpoint.connect(Factory.forProtocol(build))
         connecting.addErrback(lambda f: None if done.called else done.errback(f))
         return done
 
@@ -210,8 +199,6 @@ def _authority(host: str, port: int) -> str:
 
 def proxy_authorization(proxy: dict[str, Any]) -> bytes | None:
     """The ``Proxy-Authorization`` value for a proxy dict with ``user``/``password``."""
-    import base64
-
     user = proxy.get("user")
     if user is None:
         return None
@@ -219,77 +206,121 @@ def proxy_authorization(proxy: dict[str, Any]) -> bytes | None:
     return b"Basic " + base64.b64encode(raw)
 
 
-def make_connector(
-    target: Target,
-    reactor: Any,
-    connection_timeout: float | None,
-    clock: IReactorTime,
-    max_header_size: int = 65536,
-) -> Connector:
-    """``connect(factory)`` for the pool: TCP (or proxy), TLS handshake, timeout.
+# -- opening a pooled connection ------------------------------------------------------------
 
-    The endpoint is built on the first call only: most requests reuse a pooled
-    connection and never connect.
+
+class Connector:
+    """Opens pooled connections to one :class:`Target` (``connector(events)``, for the pool).
+
+    TCP (or the proxy, and its ``CONNECT``), the TLS handshake, ALPN's choice between
+    :class:`~aleph_tx.http._client.connection.HTTP11ClientConnection` and
+    :class:`~aleph_tx.http._client.h2.H2ClientConnection`, all within
+    ``connection_timeout`` (:class:`~aleph_tx.errors.ConnectionTimeout`). Nothing is
+    built before the first connect: most requests reuse a pooled connection.
     """
-    tls = target.scheme == "https"
-    host = target.host
-    built: list[IStreamClientEndpoint] = []
 
-    def build() -> IStreamClientEndpoint:
-        if built:
-            return built[0]
+    __slots__ = ("clock", "max_header_size", "reactor", "target", "timeout")
+
+    def __init__(
+        self,
+        target: Target,
+        reactor: Any,
+        connection_timeout: float | None,
+        clock: IReactorTime,
+        max_header_size: int = 65536,
+    ) -> None:
+        self.target = target
+        self.reactor = reactor
+        self.timeout = connection_timeout
+        self.clock = clock
+        self.max_header_size = max_header_size
+
+    def __call__(self, events: PoolEvents) -> Deferred[PooledConnection]:
+        """Open one connection; cancelling the Deferred cuts whatever stage is running."""
+        return _Attempt(self, events).result
+
+    def endpoint(self) -> tuple[IStreamClientEndpoint, bool]:
+        """The endpoint, and whether our protocol runs right under a TLS layer."""
+        target, reactor = self.target, self.reactor
         proxy = target.proxy
+        tls = target.scheme == "https"
         base: IStreamClientEndpoint
-        if proxy is not None:
+        if proxy is None:
+            base = _tcp_endpoint(reactor, target.host, target.port)
+        else:
             proxy_host = str(proxy["host"])
-            proxy_port = int(proxy["port"])
-            base = _tcp_endpoint(reactor, proxy_host, proxy_port)
+            base = _tcp_endpoint(reactor, proxy_host, int(proxy["port"]))
             if proxy.get("protocol", "http") == "https":
                 # as requests' verify=False: ``insecure`` covers the proxy too; else
                 # the system's trust roots (SSL_CERT_FILE / SSL_CERT_DIR apply)
                 base = wrapClientTLS(client_creator(proxy_host, insecure=target.insecure), base)
+                if not tls:
+                    return base, True
             if tls:
                 base = _TunnelEndpoint(base, target.host, target.port, proxy_authorization(proxy))
-        else:
-            base = _tcp_endpoint(reactor, target.host, target.port)
-        endpoint = wrapClientTLS(_tls_creator(target), base) if tls else base
-        built.append(endpoint)
-        return endpoint
-
-    def connect(factory: Factory) -> Deferred[_ClientProtocol]:
-        d: Deferred[Any] = build().connect(factory)
         if tls:
+            alpn = _ALPN if target.h2 else None
+            creator = client_creator(target.host, target.ssl_context, target.insecure, alpn, target.port)
+            return wrapClientTLS(creator, base), True
+        return base, False
 
-            def handshake(proto: _ClientProtocol) -> Deferred[_ClientProtocol]:
-                def verified(_: None) -> _ClientProtocol:
-                    transport: Any = proto.transport
-                    if getattr(transport, "negotiatedProtocol", None) == b"h2":
-                        proto.start_h2(max_header_size)
-                    return proto
 
-                return proto.wait_handshake().addCallback(verified)
+class _Attempt:
+    """One connect: its ``result`` fires once, with the connection or the first failure."""
 
-            d.addCallback(handshake)
+    __slots__ = ("connecting", "connector", "events", "proto", "result")
 
-        expired: list[bool] = []
+    def __init__(self, connector: Connector, events: PoolEvents) -> None:
+        self.connector = connector
+        self.events = events
+        self.result: Deferred[PooledConnection] = Deferred(lambda _: self.fail(CancelledError()))
+        try:
+            endpoint, tls = connector.endpoint()
+        except Exception as e:
+            self.result.errback(e)
+            return
+        self.proto = HTTP11ClientConnection(
+            events, connector.target.key, connector.max_header_size, tls, connector.reactor
+        )
+        self.connecting: Deferred[Any] = connectProtocol(endpoint, self.proto)
+        self.connecting.addCallbacks(self._connected, self._failed)
+        arm_timeout(self.result, connector.timeout, self._expire, connector.clock)
 
-        def expire() -> None:
-            expired.append(True)
-            d.cancel()
+    def _connected(self, _: Any) -> None:
+        if not self.result.called:
+            self.proto.when_ready().addCallbacks(self._ready, self._failed)
 
-        def cancelled(f: Failure) -> Failure:
-            if expired:
-                return Failure(
-                    ConnectionTimeout(
-                        f"connecting to {host}:{target.port} took longer than "
-                        f"connection_timeout={connection_timeout!r}"
-                    )
-                )
-            if f.check(ConnectingCancelledError):
-                return Failure(CancelledError())  # the user's cancellation, as a plain CancelledError
-            return f
+    def _ready(self, _: Any) -> None:
+        if self.result.called:
+            return
+        proto = self.proto
+        conn: PooledConnection = proto
+        transport: Any = proto.transport
+        if getattr(transport, "negotiatedProtocol", None) == b"h2":
+            conn = H2ClientConnection(
+                transport, self.events, proto.key, self.connector.max_header_size, self.connector.reactor
+            )
+            proto.hand_over(conn)
+        self.result.callback(conn)
 
-        d.addErrback(cancelled)
-        return arm_timeout(d, connection_timeout, expire, clock)
+    def _failed(self, f: Failure) -> None:
+        if not self.result.called:
+            self.result.errback(f)
 
-    return connect
+    def _expire(self) -> None:
+        c = self.connector
+        self.fail(
+            ConnectionTimeout(
+                f"connecting to {c.target.host}:{c.target.port} took longer than connection_timeout={c.timeout!r}"
+            )
+        )
+
+    def fail(self, error: BaseException) -> None:
+        """Cut the attempt wherever it is, and fail with ``error`` (a cancel, a timeout)."""
+        if self.result.called:
+            return
+        self.result.errback(error)
+        if not self.connecting.called:
+            self.connecting.cancel()  # (its failure finds the result fired)
+        else:
+            self.proto.abort()

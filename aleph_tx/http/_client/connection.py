@@ -1,203 +1,627 @@
-"""A pooled HTTP client connection: Twisted's HTTP/1.1 client protocol plus our rules.
+"""One HTTP/1.1 client connection on the httptools (llhttp) response parser.
 
-:class:`_ClientProtocol` adds to ``HTTP11ClientProtocol``: a limit on the response
-header block (:class:`~aleph_tx.errors.ProtocolError` past it), a TLS handshake
-signal (for the connection timeout), the switch to HTTP/2 when ALPN chose it, and
-the notifications the pool needs (quiescent, lost, given up).
+:class:`HTTP11ClientConnection` is the Twisted protocol of a pooled connection and
+the state machine of its exchanges, in one place (:class:`ConnState`)::
+
+    CONNECTING --ready--> IDLE --send--> SENDING --request written--> AWAITING_HEAD
+    SENDING or AWAITING_HEAD --final response head--> READING_BODY --end--> DONE
+    DONE --reusable--> IDLE        DONE --not reusable--> BROKEN
+    any state --peer close, protocol error, cancel, timeout, abort--> BROKEN (final)
+
+A connection goes back to the pool (:class:`PoolEvents` ``connection_reusable``)
+only when the whole response was received, the request was fully sent, neither side
+asked for ``Connection: close``, and no byte followed the response (no pipelining,
+RFC 9112 §9.3.2). Every other ending is BROKEN: the pool forgets it at once
+(``connection_gone``) and it is closed.
+
+Each request is an :class:`H1Response` (a :class:`ResponseHandle`): its ``head``
+Deferred fires once the final response head arrived (1xx responses are skipped, RFC
+9110 §15.2), and its body is delivered to a :class:`BodySink`. Cancelling ``head``
+(or aborting the handle at any later stage) fails it at once and aborts the
+connection: an exchange is never sent again by this module. ``retryable`` says
+whether the pool's caller may send it again on a new connection: only when a reused
+connection was closed by the peer before any byte of the response arrived.
+
+Parser callbacks only record what arrived; what runs user code (firing ``head``,
+ending a body, handing the connection back) happens once ``feed_data`` returned, so
+nothing re-enters the parser.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+import httptools
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol, Request
-from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from aleph_tx._adapter import Pump
+from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import ProtocolError
+from aleph_tx.http._client.body import BodySink
+from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
 
-if TYPE_CHECKING:
-    from aleph_tx.http._client.pool import ConnectionPool
-
-__all__ = ["ConnState"]
+__all__ = ["ConnState", "H1Response", "HTTP11ClientConnection"]
 
 _DONE = Failure(ConnectionDone())
 
 
+# -- one response ---------------------------------------------------------------------------
+
+
+class H1Response:
+    """One request/response on an :class:`HTTP11ClientConnection` (a :class:`ResponseHandle`).
+
+    The connection is handed back once the body is complete *and* a sink took it
+    (:meth:`deliver_body`): the sink's ``body_ending`` check runs first, then the
+    pool gets the connection, then the sink's ``body_done`` runs user code.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_complete",
+        "_conn",
+        "_error",
+        "_finished",
+        "_sink",
+        "head",
+        "headers",
+        "is_head",
+        "retryable",
+        "reused",
+        "status",
+    )
+
+    def __init__(self, conn: HTTP11ClientConnection, is_head: bool, reused: bool) -> None:
+        self._conn: HTTP11ClientConnection | None = conn  # None once it let go of the connection
+        self.is_head = is_head
+        self.reused = reused
+        self.retryable = False
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.head: Deferred[H1Response] = Deferred(self._cancel)
+        self._chunks: list[bytes] = []
+        self._sink: BodySink | None = None
+        self._complete = False  # the whole body arrived
+        self._finished = False  # the sink was told the body ended (either way)
+        self._error: BaseException | None = None
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        self.abort(CancelledError())
+
+    # -- ResponseHandle -------------------------------------------------------------
+
+    def deliver_body(self, sink: BodySink) -> None:
+        """Hand what arrived to ``sink``, then the rest as it comes."""
+        self._sink = sink
+        chunks, self._chunks = self._chunks, []
+        for data in chunks:
+            sink.body_data(data)
+        if self._error is not None:
+            self._finished = True
+            sink.body_failed(self._error)
+        elif self._complete:
+            self._finish()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket while the body's reader is full."""
+        if self._conn is not None:
+            self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        if self._conn is not None:
+            self._conn.resume_reading()
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Fail now with ``reason`` and cut the connection if it still carries this response."""
+        if self._finished or self._error is not None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()  # first: the pool forgets it before any callback runs
+        self.fail(reason if reason is not None else CancelledError())
+
+    # -- from the connection ------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        """A chunk of the body."""
+        sink = self._sink
+        if sink is not None:
+            sink.body_data(data)
+        else:
+            self._chunks.append(data)
+
+    def complete(self) -> None:
+        """The whole response arrived: fire ``head`` if due; finish once a sink has it."""
+        if self._error is not None or self._complete:
+            return
+        self._complete = True
+        if not self.head.called:
+            self.head.callback(self)
+        elif self._sink is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        if self._finished:
+            return
+        self._finished = True
+        error = sink.body_ending()
+        conn, self._conn = self._conn, None
+        if error is not None:
+            if conn is not None:
+                conn.abort()
+            self._error = error
+            sink.body_failed(error)
+            return
+        if conn is not None:
+            conn.release()
+        sink.body_done()
+
+    def fail(self, reason: BaseException) -> None:
+        """The response failed (connection lost, protocol error, cancel, timeout)."""
+        self._conn = None
+        if self._error is not None or self._finished:
+            return
+        self._error = reason
+        if not self.head.called:
+            self.head.errback(reason)
+        elif self._sink is not None:
+            self._finished = True
+            self._sink.body_failed(reason)
+
+
+# -- the connection ------------------------------------------------------------------------
+
+
 class ConnState(enum.Enum):
-    """The states of a pooled client connection (see the module docstring)."""
+    """The states of an :class:`HTTP11ClientConnection` (see the module docstring)."""
 
     CONNECTING = "connecting"
-    ACTIVE = "active"
     IDLE = "idle"
-    CLOSED = "closed"
+    SENDING = "sending"
+    AWAITING_HEAD = "awaiting head"
+    READING_BODY = "reading body"
+    DONE = "done"
+    BROKEN = "broken"
+
+
+_BUSY = (ConnState.SENDING, ConnState.AWAITING_HEAD, ConnState.READING_BODY, ConnState.DONE)
+_NO_BODY_STATUS = (204, 304)
+
+
+def _parser(callbacks: Any) -> httptools.HttpResponseParser:
+    parser = httptools.HttpResponseParser(callbacks)
+    # a bare LF ends a line, as in Python's http.client and curl (RFC 9112 §2.2 allows it)
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+def _chunk_frame(data: bytes) -> bytes:
+    # RFC 9112 §7.1: chunk = chunk-size CRLF chunk-data CRLF
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 @implementer(IHandshakeListener)
-class _ClientProtocol(HTTP11ClientProtocol):
-    """``HTTP11ClientProtocol`` plus a header-size limit and pool bookkeeping.
+class HTTP11ClientConnection(Protocol):
+    """A pooled HTTP/1.1 client connection (a :class:`PooledConnection`).
 
-    :ivar conn_state: the :class:`ConnState` (changed only by the pool).
-    :ivar requests: how many requests this connection has carried.
+    :param events: the pool.
+    :param key: the pool key.
+    :param max_header_size: the response header block limit (``max_response_header_size``).
+    :param tls: the transport is TLS: the connection is ready after the handshake.
+    :param reactor: for the turns an iterator request body yields (``None``: the reactor).
     """
 
-    def __init__(self, pool: ConnectionPool, key: Hashable) -> None:
-        super().__init__(self._quiescent)  # type: ignore[no-untyped-call]
-        self._pool = pool
-        self.key = key
-        self.conn_state = ConnState.CONNECTING
-        self.requests = 0
-        self._went_quiescent = False
-        self._handshake: Deferred[None] | None = None
-        self._handshake_done = False
-        self._lost: Failure | None = None
-        self.idle_call: IDelayedCall | None = None
-        self.last_parser: Any = None
-        self.close_waiters: list[Deferred[None]] = []
-        self._leftover = False
-        self.h2: Any = None  # an H2Connection once ALPN chose h2
+    multiplexed = False
 
-    # -- TLS handshake ---------------------------------------------------------
+    def __init__(
+        self,
+        events: PoolEvents,
+        key: Hashable,
+        max_header_size: int = 65536,
+        tls: bool = False,
+        reactor: Any = None,
+    ) -> None:
+        self.events = events
+        self.key = key
+        self.max_header_size = max_header_size
+        self.tls = tls
+        self.reactor = reactor
+        self.state = ConnState.CONNECTING
+        self.requests = 0
+        self.response: H1Response | None = None
+        self.lost: Failure | None = None
+        self.delegate: Any = None  # the HTTP/2 connection once ALPN chose h2
+        self._ready: Deferred[None] | None = None
+        self._closed: list[Deferred[None]] = []
+        self._parser = _parser(self)
+        self._pump: Pump | None = None
+        self._chunked_out = False
+        self._out_left = 0  # request body bytes still due (a known length)
+        self._paused = False
+        self._gone = False  # the pool was told
+        # the response being parsed
+        self._head_bytes = 0  # bytes fed while the head is incomplete (bounds what llhttp holds)
+        self._head_size = 0  # size of the head's lines so far
+        self._in_head = False
+        self._head_ready = False
+        self._message_done = False
+        self._keep_alive = True
+        self._until_close = False
+        self._got_bytes = False
+
+    # -- connection set-up -----------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        """Ready at once, or after the TLS handshake."""
+        if not self.tls:
+            self._make_ready()
 
     def handshakeCompleted(self) -> None:  # noqa: N802
         """Called by ``TLSMemoryBIOProtocol`` once the TLS handshake is done."""
-        self._handshake_done = True
-        d, self._handshake = self._handshake, None
-        if d is not None:
-            d.callback(None)
+        self._make_ready()
 
-    def wait_handshake(self) -> Deferred[None]:
-        """Fires once the TLS handshake completed; fails if the connection is lost first."""
-        if self._handshake_done:
+    def _make_ready(self) -> None:
+        if self.state is ConnState.CONNECTING:
+            self.state = ConnState.IDLE
+            d, self._ready = self._ready, None
+            if d is not None:
+                d.callback(None)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once the connection (and its TLS handshake) is up; fails if it is lost first."""
+        if self.state is not ConnState.CONNECTING:
+            if self.lost is not None and self.state is ConnState.BROKEN:
+                d0: Deferred[None] = Deferred()
+                d0.errback(lost_error(self.lost, "the connection was lost while connecting"))
+                return d0
             return succeed(None)
-        if self._lost is not None:
-            d0: Deferred[None] = Deferred()
-            d0.errback(self._lost)
-            return d0
-        d: Deferred[None] = Deferred(lambda _: self.abort_connection())
-        self._handshake = d
-        return d
+        if self._ready is None:
+            self._ready = Deferred()
+        return self._ready
 
-    def start_h2(self, max_header_size: int) -> None:
-        """ALPN chose ``h2``: from now on the bytes go to an HTTP/2 connection."""
-        from aleph_tx.http._client.h2 import H2ClientConnection
+    def hand_over(self, delegate: Any) -> None:
+        """From now on the bytes and the loss go to ``delegate`` (an HTTP/2 connection)."""
+        self.delegate = delegate
+        self.state = ConnState.BROKEN  # as HTTP/1.1, it carries nothing more
+        self._gone = True
 
-        self.h2 = H2ClientConnection(self.transport, self._pool._h2_stream_done, max_header_size)
-        self.h2.owner = self
+    # -- PooledConnection -------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        """HTTP/2 bytes to the h2 connection, else Twisted's HTTP/1.1 handling."""
-        if self.h2 is not None:
-            self.h2.data_received(data)
-        else:
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
+    def can_take(self) -> bool:
+        """Whether a request may start now (IDLE)."""
+        return self.state is ConnState.IDLE
 
-    # -- requests --------------------------------------------------------------
+    def in_use(self) -> bool:
+        """Whether a request is in flight."""
+        return self.state in _BUSY
 
-    def send(self, request: Request, max_header_size: int) -> Deferred[IResponse]:
-        """Send ``request``; the response header block is limited to ``max_header_size`` bytes."""
+    def send(self, request: ClientRequest) -> H1Response:
+        """Write ``request``; its :class:`H1Response` fires ``head`` at the response head.
+
+        :raises RuntimeError: unless the connection is IDLE.
+        """
+        if self.state is not ConnState.IDLE:
+            raise RuntimeError(f"cannot send a request on a connection in state {self.state.value!r}")
         self.requests += 1
-        d: Deferred[IResponse] = self.request(request)
-        parser = self._parser
-        if parser is not None:
-            self.last_parser = parser
-            _limit_parser(parser, max_header_size)
+        response = H1Response(self, request.method == b"HEAD", self.requests > 1)
+        self.response = response
+        self.state = ConnState.SENDING
+        self._in_head = True
+        self._head_bytes = self._head_size = 0
+        self._head_ready = self._message_done = self._until_close = self._got_bytes = False
+        self._keep_alive = not request.close
+        head = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (request.method, request.target, request.authority)]
+        for name, value in request.headers:
+            head.append(b"%s: %s\r\n" % (name, value))
+        if request.close:
+            head.append(b"Connection: close\r\n")
+        body = request.body
+        if body is None:
+            if request.method in (b"POST", b"PUT", b"PATCH"):
+                head.append(b"Content-Length: 0\r\n")
+            head.append(b"\r\n")
+            self._write(b"".join(head))
+            self._request_written()
+        elif isinstance(body, bytes):
+            head.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            head.append(body)
+            self._write(b"".join(head))
+            self._request_written()
+        else:
+            length = request.length
+            self._chunked_out = length is None
+            if length is None:
+                head.append(b"Transfer-Encoding: chunked\r\n\r\n")
+            else:
+                self._out_left = length
+                head.append(b"Content-Length: %d\r\n\r\n" % length)
+            self._write(b"".join(head))
+            self._start_pump(body)
+        return response
+
+    def close(self) -> Deferred[None]:
+        """Close cleanly (an idle connection: nothing in flight); fires once closed."""
+        self._break()
+        if self.lost is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed.append(d)
+        if self.transport is not None:
+            self.transport.loseConnection()
         return d
 
-    def _quiescent(self, proto: HTTP11ClientProtocol) -> None:
-        # Called by Twisted in the middle of _finishResponse, before the old
-        # parser is disconnected: park the connection as IDLE (a request made
-        # from the body's end callback, which runs after the parser is
-        # disconnected, may take it), but hand it to waiters only once Twisted
-        # is done with it.
-        self._went_quiescent = True
-        if self._leftover:
-            # bytes after the end of the response: the peer and we disagree on
-            # framing; never send another request on this connection
-            self._pool._drop(self)
-            self.close()
-            return
-        self._pool._park(self)
-
-    def _finishResponse_WAITING(self, rest: bytes) -> None:  # noqa: N802
-        self._went_quiescent = False
-        self._leftover = bool(rest)
-        super()._finishResponse_WAITING(rest)
-        if self._went_quiescent:
-            self._went_quiescent = False
-            self._pool._serve_idle(self)
-
-    _finishResponse_TRANSMITTING = _finishResponse_WAITING  # noqa: N815
-
-    def _giveUp(self, reason: Failure) -> None:  # noqa: N802
-        # Twisted closes the connection (Connection: close, a parse error):
-        # it leaves the pool now rather than when the close completes
-        # (before Twisted's handling, which ends the body and runs user code)
-        if self.conn_state is not ConnState.CONNECTING:
-            self._pool._drop(self)
-        super()._giveUp(reason)  # type: ignore[no-untyped-call]
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:  # noqa: N802
-        """Twisted's handling, then free the pool slot."""
-        self._lost = reason
-        if self.h2 is not None:
-            self.h2.connection_lost(reason)
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
-        d, self._handshake = self._handshake, None
-        if d is not None:
-            d.errback(reason)
-        self._pool._on_lost(self)
-
-    def abort_connection(self) -> None:
-        """Abort the TCP (or TLS) connection at once; it will not be reused."""
+    def abort(self) -> None:
+        """Cut the connection now; it is never reused."""
+        self._break()
+        self._stop_pump()
         transport: Any = self.transport
-        if transport is not None and self._lost is None:
+        if transport is not None and self.lost is None:
             transport.abortConnection()
 
-    def close(self) -> None:
-        """Close the connection cleanly (an idle one: nothing is in flight)."""
+    def _break(self) -> None:
+        if self.state is not ConnState.BROKEN:
+            self.state = ConnState.BROKEN
+        if not self._gone:
+            self._gone = True
+            self.events.connection_gone(self)
+
+    # -- writing the request -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
         transport: Any = self.transport
-        if transport is not None:
-            transport.loseConnection()
+        transport.write(data)
 
+    def _start_pump(self, source: ChunkSource) -> None:
+        pump = Pump(source, self, self.reactor)
+        self._pump = pump
+        transport: Any = self.transport
+        transport.registerProducer(pump, True)
+        pump.start()
 
-def _limit_parser(parser: Any, max_header_size: int) -> None:
-    """Make Twisted's response parser fail with ProtocolError past ``max_header_size``.
+    def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.abandon()
+            transport: Any = self.transport
+            if transport is not None and self.lost is None:
+                transport.unregisterProducer()
 
-    The parser is a ``LineReceiver``: its per-line limit becomes the block limit,
-    and every status/header line is counted (with its CRLF) until the body starts.
-    """
-    parser.MAX_LENGTH = max_header_size
-    line_received = parser.lineReceived
-    seen = [0]
+    def write(self, data: bytes) -> None:
+        """:class:`~aleph_tx._adapter.PumpSink`: one chunk of the request body."""
+        if self._pump is None:
+            return
+        if self._chunked_out:
+            self._write(_chunk_frame(data))
+            return
+        left = self._out_left - len(data)
+        if left < 0:
+            self._body_error(
+                f"the request body is longer than its length ({self._out_left + len(data) - left})"
+            )
+            return
+        self._out_left = left
+        self._write(data)
 
-    def counting_line_received(line: bytes) -> None:
-        if parser.state in (STATUS, HEADER):
-            seen[0] += len(line) + 1
-            if seen[0] > max_header_size:
-                raise ProtocolError(
-                    f"response header block larger than max_response_header_size={max_header_size}"
+    def _body_error(self, message: str) -> None:
+        response = self.response
+        if response is not None:
+            response.abort(ValueError(message))
+
+    def pump_done(self) -> None:
+        """:class:`~aleph_tx._adapter.PumpSink`: the request body ended."""
+        if self._pump is None:
+            return
+        self._pump = None
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        if self._chunked_out:
+            self._write(b"0\r\n\r\n")
+        elif self._out_left:
+            self._body_error(f"the request body is shorter than its length (by {self._out_left} bytes)")
+            return
+        self._request_written()
+
+    def pump_failed(self, failure: Failure) -> None:
+        """:class:`~aleph_tx._adapter.PumpSink`: the request body failed (or was not bytes)."""
+        self._pump = None
+        response = self.response
+        if response is not None:
+            response.abort(failure.value)
+        else:
+            self.abort()
+
+    def _request_written(self) -> None:
+        if self.state is ConnState.SENDING:
+            self.state = ConnState.READING_BODY if self._head_ready else ConnState.AWAITING_HEAD
+
+    # -- reading the response --------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading (a slow body reader)."""
+        if not self._paused and self._head_ready and not self._message_done and self.state in _BUSY:
+            self._paused = True
+            transport: Any = self.transport
+            transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Read again."""
+        if self._paused:
+            self._paused = False
+            transport: Any = self.transport
+            if transport is not None and self.lost is None:
+                transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        """Feed the parser, then act on what it found."""
+        if self.delegate is not None:
+            self.delegate.data_received(data)
+            return
+        response = self.response
+        if response is None or self.state not in _BUSY:
+            if self.state is ConnState.IDLE:
+                self.abort()  # bytes nobody asked for: the peer and we disagree
+            return
+        self._got_bytes = True
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if not self._message_done:
+                cause = e.__context__
+                self._protocol_error(
+                    str(cause) if isinstance(cause, ProtocolError) else f"malformed response: {e}"
                 )
-        line_received(line)
+                return
+            self._keep_alive = False  # bytes after the end of the response (no pipelining)
+        if self._in_head and self._head_bytes > self.max_header_size:
+            self._protocol_error(
+                f"response header block larger than max_response_header_size={self.max_header_size}"
+            )
+            return
+        self._after_read()
 
-    def line_length_exceeded(line: bytes) -> None:
-        raise ProtocolError(f"response header line larger than max_response_header_size={max_header_size}")
+    def _protocol_error(self, message: str) -> None:
+        response = self.response
+        if response is not None:
+            response.abort(ProtocolError(message))
+        else:
+            self.abort()
 
-    parser.lineReceived = counting_line_received
-    parser.lineLengthExceeded = line_length_exceeded
+    def _after_read(self) -> None:
+        """Fire what the parser found: the head, the end of the response."""
+        response = self.response
+        if response is None or self.state is ConnState.BROKEN:
+            return
+        if self._message_done:
+            if self.state is ConnState.DONE:
+                return
+            if self._pump is not None:
+                self._keep_alive = False
+                self._stop_pump()  # answered before the whole request body: stop sending
+            self.state = ConnState.DONE
+            self.resume_reading()
+            response.complete()  # hands the connection back through release()
+        elif self._head_ready and not response.head.called:
+            response.head.callback(response)
+
+    def release(self) -> None:
+        """The response's body was taken: back to the pool (IDLE), or closed."""
+        if self.state is not ConnState.DONE:
+            return
+        self.response = None
+        if self._keep_alive:
+            self.state = ConnState.IDLE
+            self.events.connection_reusable(self)
+            return
+        self._break()
+        if self.transport is not None and self.lost is None:
+            self.transport.loseConnection()
+
+    # httptools callbacks (inside feed_data: record only)
+
+    def on_message_begin(self) -> None:
+        if self._message_done:
+            raise _Leftover()  # a second response: nothing was asked for it
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status) + 15)  # "HTTP/1.1 200 " ... CRLF
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        response = self.response
+        assert response is not None
+        response.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def _count(self, n: int) -> None:
+        self._head_size += n
+        if self._head_size > self.max_header_size:
+            raise ProtocolError(
+                f"response header block larger than max_response_header_size={self.max_header_size}"
+            )
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:
+            response.headers = []  # an interim response (RFC 9110 §15.2): skipped
+            self._head_bytes = self._head_size = 0
+            return
+        response.status = status
+        self._in_head = False
+        self._head_ready = True
+        if self.state is not ConnState.SENDING:
+            self.state = ConnState.READING_BODY
+        framed = False
+        for name, value in response.headers:
+            if name == "transfer-encoding":
+                # RFC 9112 §6.1: only a final "chunked" is a framing we can read
+                if value.rsplit(",", 1)[-1].strip().lower() != "chunked":
+                    raise ProtocolError(f"response with an unsupported transfer-encoding {value!r}")
+                framed = True
+            elif name == "content-length":
+                framed = True
+            elif name == "connection" and "close" in [t.strip() for t in value.lower().split(",")]:
+                self._keep_alive = False
+        if parser.get_http_version() != "1.1" and not parser.should_keep_alive():
+            self._keep_alive = False  # HTTP/1.0 without keep-alive
+        if response.is_head or status in _NO_BODY_STATUS:
+            self._message_done = True
+            self._parser = _parser(self)  # the old one may expect a body
+        elif not framed:
+            self._until_close = True  # RFC 9112 §6.3: the body ends when the connection closes
+            self._keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        if self._message_done:
+            raise _Leftover()
+        response = self.response
+        if response is not None:
+            response.data(body)
+
+    def on_message_complete(self) -> None:
+        if self._head_ready:
+            self._message_done = True
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:  # noqa: N802
+        """Fail or finish what was in flight; tell the pool."""
+        self.lost = reason
+        if self.delegate is not None:
+            self.delegate.connection_lost(reason)
+        was_ready = self.state is not ConnState.CONNECTING
+        self._stop_pump()
+        response, self.response = self.response, None
+        done = self.state is ConnState.DONE
+        self._break()
+        if response is not None and not done:
+            if self._until_close and self._head_ready and reason.check(ConnectionDone):
+                response.complete()  # a body delimited by the close (RFC 9112 §6.3, rule 8)
+            elif not self._got_bytes:
+                response.retryable = response.reused
+                response.fail(lost_error(reason, "the connection closed before any response"))
+            else:
+                response.fail(lost_error(reason, "the connection closed before the response was complete"))
+        d, self._ready = self._ready, None
+        if d is not None and not was_ready:
+            d.errback(lost_error(reason, "the connection was lost while connecting"))
+        closed, self._closed = self._closed, []
+        for c in closed:
+            c.callback(None)
 
 
-class _ClientFactory(Factory):
-    def __init__(self, pool: ConnectionPool, key: Hashable) -> None:
-        self._pool = pool
-        self._key = key
-
-    def buildProtocol(self, addr: IAddress | None) -> _ClientProtocol:  # noqa: N802
-        return _ClientProtocol(self._pool, self._key)
+class _Leftover(Exception):
+    """Bytes after the end of the response (raised inside the parser to stop it)."""

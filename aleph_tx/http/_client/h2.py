@@ -1,21 +1,23 @@
 """HTTP/2 for the client (``http_versions=("h2", "http/1.1")``), on the ``h2`` library.
 
-When ALPN picks ``h2`` the pooled connection (client connection)
-hands its bytes to an :class:`H2ClientConnection`; each request is one stream. A stream
-looks to the rest of the client like Twisted's HTTP/1.1 response: it has
-``code``, ``headers`` and ``deliverBody(protocol)``, and the body protocol's
-transport can be paused. Backpressure: received DATA is acknowledged (the flow
-control window reopened) only once the body's reader accepted it, so a paused
-stream stops its sender without stopping the other streams. Request bodies are sent
-only while the peer's window has room (the producer is paused otherwise).
+When ALPN picks ``h2``, the pooled TLS connection's bytes go to an
+:class:`H2ClientConnection` (a multiplexed
+:class:`~aleph_tx.http._client.connection.PooledConnection`); each request is an
+:class:`H2ClientStream` (a :class:`~aleph_tx.http._client.connection.ResponseHandle`),
+so the rest of the client treats both protocols alike.
 
-Cancelling a request resets its stream (``RST_STREAM CANCEL``); the connection and
-its other streams carry on.
+Backpressure: received DATA is acknowledged (the flow control window reopened) only
+once the body's reader took it, so a paused stream stops its sender without
+stopping the other streams. Request bodies go through the same
+:class:`~aleph_tx._adapter.Pump` as on HTTP/1.1, paused while the peer's window is
+closed. Cancelling a request resets its stream (``RST_STREAM CANCEL``, RFC 9113
+§6.4); the connection and its other streams carry on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+from collections.abc import Hashable
 from typing import Any
 
 import h2.config
@@ -24,19 +26,18 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
-from twisted.web._newclient import Request, RequestNotSent, ResponseDone, ResponseFailed
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH
-from zope.interface import implementer
 
+from aleph_tx._adapter import Pump
+from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import ConnectionLostError, ProtocolError
+from aleph_tx.http._client.body import BodySink
+from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
 
 __all__ = ["H2ClientConnection", "H2ClientStream"]
 
-#: Headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113, 8.2.2).
+#: Headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2).
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host", b"te"}
 )
@@ -46,238 +47,208 @@ _HOP_BY_HOP = frozenset(
 _WINDOW = 1 << 20
 
 
-@implementer(IConsumer)
-class _BodySender:
-    """The consumer a request body producer writes to: DATA frames within the peer's window."""
-
-    def __init__(self, stream: H2ClientStream) -> None:
-        self._stream = stream
-        self._producer: Any = None
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802
-        self._producer = producer
-
-    def unregisterProducer(self) -> None:  # noqa: N802
-        self._producer = None
-
-    def write(self, data: bytes) -> None:
-        self._stream.pending_out.append(data)
-        self._stream.flush()
-
-
 class H2ClientStream:
-    """One request/response on an HTTP/2 connection (quacks like Twisted's ``Response``).
-
-    :ivar code: the response status.
-    :ivar headers: the response headers (``Headers``; pseudo-headers removed).
-    """
+    """One request/response on an :class:`H2ClientConnection` (a ``ResponseHandle``)."""
 
     def __init__(self, conn: H2ClientConnection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
-        self.code = 0
-        self.headers = Headers()
-        self.length: Any = UNKNOWN_LENGTH
-        self.response_d: Deferred[Any] = Deferred(self._cancel_before_response)
-        self.pending_out: list[bytes] = []
-        self._body_done = False  # request body fully handed over
-        self._end_sent = False
-        self._producer: Any = None
-        self._paused_producer = False
-        self._protocol: Any = None
-        self._in: list[tuple[bytes, int]] = []
-        self._unacked = 0
-        self._ended: Failure | None = None
-        self._reading_paused = False
-        self.finished = False
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.retryable = False
+        self.head: Deferred[H2ClientStream] = Deferred(lambda _: self.abort(CancelledError()))
+        self.pending_out: collections.deque[bytes] = collections.deque()
+        self.end_sent = False
+        self._pump: Pump | None = None
+        self._body_done = False  # the request body was fully handed over
+        self._sink: BodySink | None = None
+        self._in: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._paused = False
+        self._ended = False  # the response ended on the wire
+        self._error: BaseException | None = None
+        self._finished = False  # the sink was told
 
-    # -- sending the request ---------------------------------------------------
+    # -- the request body (a PumpSink) ------------------------------------------------
 
-    def start_body(self, producer: Any) -> None:
-        self._producer = producer
-        sender = _BodySender(self)
-        d = producer.startProducing(sender)
-        d.addCallbacks(self._body_produced, self._body_failed)
+    def start_body(self, source: ChunkSource, reactor: Any) -> None:
+        self._pump = Pump(source, self, reactor)
+        self._pump.start()
 
-    def _body_produced(self, _: Any) -> None:
+    def write(self, data: bytes) -> None:
+        """A chunk of the request body: sent within the peer's window, else queued."""
+        self.pending_out.append(data)
+        self.flush()
+
+    def pump_done(self) -> None:
+        self._pump = None
         self._body_done = True
         self.flush()
 
-    def _body_failed(self, f: Failure) -> None:
-        self.reset(h2.errors.ErrorCodes.CANCEL)
-        self._fail(f)
+    def pump_failed(self, failure: Failure) -> None:
+        self._pump = None
+        self.abort(failure.value)
 
     def flush(self) -> None:
-        """Send what the producer wrote, as far as the flow control windows allow."""
+        """Send what the body gave, as far as the flow control windows allow."""
         conn = self.conn
-        if self.finished or conn.lost is not None:
+        if self._error is not None or conn.lost is not None or self.end_sent:
             return
         h2c = conn.h2
-        while self.pending_out:
-            data = self.pending_out[0]
+        out = self.pending_out
+        while out:
+            data = out[0]
             window = h2c.local_flow_control_window(self.stream_id)
             if window <= 0:
                 break
             size = min(window, h2c.max_outbound_frame_size, len(data))
             h2c.send_data(self.stream_id, data[:size])
             if size == len(data):
-                self.pending_out.pop(0)
+                out.popleft()
             else:
-                self.pending_out[0] = data[size:]
-        if self.pending_out:
-            if not self._paused_producer and self._producer is not None:
-                self._paused_producer = True
-                self._producer.pauseProducing()
+                out[0] = data[size:]
+        pump = self._pump
+        if out:
+            if pump is not None:
+                pump.pauseProducing()
         else:
-            if self._paused_producer and self._producer is not None:
-                self._paused_producer = False
-                self._producer.resumeProducing()
-            if self._body_done and not self._end_sent:
-                self._end_sent = True
+            if pump is not None:
+                pump.resumeProducing()
+            elif self._body_done:
+                self.end_sent = True
                 h2c.end_stream(self.stream_id)
         conn.send_pending()
 
-    # -- receiving the response --------------------------------------------------
+    # -- the response ------------------------------------------------------------------
 
     def got_headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        status = 0
+        out = []
         for name, value in headers:
             if name == b":status":
-                self.code = int(value)
+                status = int(value)
             elif not name.startswith(b":"):
-                self.headers.addRawHeader(name, value)
-        cl = self.headers.getRawHeaders(b"content-length")
-        if cl:
-            try:
-                self.length = int(cl[0])
-            except ValueError:
-                pass
-        d = self.response_d
-        if not d.called:
-            d.callback(self)
+                out.append((name.decode("latin-1"), value.decode("latin-1")))
+        if status < 200:
+            return  # an interim response (RFC 9110 §15.2)
+        self.status = status
+        self.headers = out
+        if not self.head.called:
+            self.head.callback(self)
 
     def got_data(self, data: bytes, flow_length: int) -> None:
-        if self._protocol is None or self._reading_paused:
+        if self._sink is None or self._paused or self._in:
             self._in.append((data, flow_length))
             return
-        self._protocol.dataReceived(data)
+        self._sink.body_data(data)
         self._ack(flow_length)
 
     def _ack(self, n: int) -> None:
-        if n and self.conn.lost is None:
+        if n and self.conn.lost is None and not self._ended:
             self.conn.h2.acknowledge_received_data(n, self.stream_id)
             self.conn.send_pending()
 
-    def ended(self, reason: Failure) -> None:
-        """The stream ended (cleanly: ``ResponseDone``) or failed."""
-        if self._ended is not None:
+    def ended(self) -> None:
+        """The response ended on the wire: the stream's slot is free."""
+        if self._ended or self._error is not None:
             return
-        self._ended = reason
-        self._stop_producer()
-        d = self.response_d
-        if not d.called:
-            d.errback(reason)
-            self._finish()
+        self._ended = True
+        self._stop_pump()
+        self.conn.stream_done(self)
+        if not self.head.called:
+            self.fail(ProtocolError("the HTTP/2 stream ended without a response"))
+        else:
+            self._drain()
+
+    def deliver_body(self, sink: BodySink) -> None:
+        """Hand the body to ``sink``; reading this stream can be paused."""
+        self._sink = sink
+        if self._error is not None:
+            self._finished = True
+            sink.body_failed(self._error)
             return
-        if self._protocol is not None and not self._in:
-            self._finish()
-            self._protocol.connectionLost(reason)
-
-    def _finish(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.conn.stream_done(self)
-
-    def _stop_producer(self) -> None:
-        if self._producer is not None and not self._body_done:
-            self._producer.stopProducing()
-        self._producer = None
-
-    # The Response-like surface used by the client.
-
-    def deliverBody(self, protocol: Any) -> None:  # noqa: N802
-        """Deliver the body to ``protocol``; its transport can pause this stream."""
-        self._protocol = protocol
-        protocol.makeConnection(_StreamTransport(self))
         self._drain()
 
     def _drain(self) -> None:
-        while self._in and not self._reading_paused and self._protocol is not None:
-            data, n = self._in.pop(0)
-            self._protocol.dataReceived(data)
+        sink = self._sink
+        if sink is None:
+            return
+        while self._in and not self._paused:
+            data, n = self._in.popleft()
+            sink.body_data(data)
             self._ack(n)
-        if not self._in and self._ended is not None and self._protocol is not None and not self.finished:
-            self._finish()
-            self._protocol.connectionLost(self._ended)
+        if not self._in and self._ended and not self._finished and self._error is None:
+            self._finished = True
+            error = sink.body_ending()
+            if error is not None:
+                self._error = error
+                sink.body_failed(error)
+            else:
+                sink.body_done()
 
     def pause_reading(self) -> None:
-        self._reading_paused = True
+        self._paused = True
 
     def resume_reading(self) -> None:
-        self._reading_paused = False
+        self._paused = False
         self._drain()
 
-    # -- cancelling ------------------------------------------------------------------
+    # -- endings ----------------------------------------------------------------------
 
-    def _cancel_before_response(self, d: Deferred[Any]) -> None:
-        self.reset(h2.errors.ErrorCodes.CANCEL)
-        self._stop_producer()
-        self._finish()
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Give up on this request: reset the stream; the connection carries on."""
+        if self._finished or self._error is not None:
+            return
+        if not self._ended:
+            self._ended = True
+            self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
+        self._stop_pump()
+        self.fail(reason if reason is not None else CancelledError())
 
-    def reset(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
-        """Reset this stream (the connection carries on)."""
-        if self._ended is None:
-            self._ended = Failure(CancelledError())
-        if not self.finished and self.conn.lost is None:
-            try:
-                self.conn.h2.reset_stream(self.stream_id, code)
-            except h2.exceptions.H2Error:
-                pass
-            self.conn.send_pending()
-        self._stop_producer()
-        self._finish()
+    def fail(self, reason: BaseException) -> None:
+        if self._error is not None or self._finished:
+            return
+        self._error = reason
+        self._stop_pump()
+        if not self._ended:
+            self._ended = True
+            self.conn.stream_done(self)
+        if not self.head.called:
+            self.head.errback(reason)
+        elif self._sink is not None:
+            self._finished = True
+            self._sink.body_failed(reason)
 
-    def abort(self) -> None:
-        """Abort this request: reset the stream."""
-        self.reset(h2.errors.ErrorCodes.CANCEL)
-
-    def _fail(self, f: Failure) -> None:
-        self.ended(f)
-
-
-class _StreamTransport:
-    """The body protocol's transport: pause/resume reading one stream."""
-
-    def __init__(self, stream: H2ClientStream) -> None:
-        self._stream = stream
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        self._stream.pause_reading()
-
-    def resumeProducing(self) -> None:  # noqa: N802
-        self._stream.resume_reading()
-
-    def stopProducing(self) -> None:  # noqa: N802
-        self._stream.abort()
-
-    def loseConnection(self) -> None:  # noqa: N802
-        self._stream.abort()
+    def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.abandon()
 
 
 class H2ClientConnection:
-    """The HTTP/2 side of one pooled TLS connection (after ALPN chose ``h2``).
+    """The HTTP/2 side of one pooled TLS connection (a multiplexed ``PooledConnection``).
 
     :param transport: the TLS transport.
-    :param on_stream_done: called with the connection when a stream finishes.
+    :param events: the pool.
+    :param key: the pool key.
+    :param max_header_size: announced as ``SETTINGS_MAX_HEADER_LIST_SIZE``.
+    :param reactor: for the turns an iterator request body yields.
     """
+
+    multiplexed = True
 
     def __init__(
         self,
         transport: Any,
-        on_stream_done: Callable[[H2ClientConnection], None],
-        max_header_size: int,
+        events: PoolEvents,
+        key: Hashable,
+        max_header_size: int = 65536,
+        reactor: Any = None,
     ) -> None:
         self.transport = transport
-        self._on_stream_done = on_stream_done
+        self.events = events
+        self.key = key
+        self.reactor = reactor
+        self.requests = 0
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.initiate_connection()
@@ -293,11 +264,10 @@ class H2ClientConnection:
         self.streams: dict[int, H2ClientStream] = {}
         self.lost: Failure | None = None
         self.goaway = False
+        self._closed: list[Deferred[None]] = []
         self.send_pending()
 
-    @property
-    def active_streams(self) -> int:
-        return len(self.streams)
+    # -- PooledConnection -------------------------------------------------------------
 
     def can_take(self) -> bool:
         """Whether another request may start on this connection now."""
@@ -306,55 +276,103 @@ class H2ClientConnection:
         limit = self.h2.remote_settings.max_concurrent_streams
         return len(self.streams) < min(limit, 1000)
 
-    def send_pending(self) -> None:
-        data = self.h2.data_to_send()
-        if data and self.lost is None:
-            self.transport.write(data)
+    def in_use(self) -> bool:
+        """Whether a stream is open."""
+        return bool(self.streams)
 
-    def request(self, request: Request, scheme: bytes, authority: bytes) -> H2ClientStream:
-        """Start ``request``; the returned stream's ``response_d`` fires at the headers."""
+    def send(self, request: ClientRequest) -> H2ClientStream:
+        """Start ``request`` on a new stream; its ``head`` fires at the response headers."""
+        self.requests += 1
         stream_id = self.h2.get_next_available_stream_id()
         stream = H2ClientStream(self, stream_id)
         self.streams[stream_id] = stream
         headers = [
             (b":method", request.method),
-            (b":scheme", scheme),
-            (b":authority", authority),
-            (b":path", request.uri),
+            (b":scheme", request.scheme),
+            (b":authority", request.authority),
+            (b":path", request.path),
         ]
-        for name, values in request.headers.getAllRawHeaders():
+        for name, value in request.headers:
             lname = name.lower()
-            if lname in _HOP_BY_HOP:
-                continue
-            for v in values:
-                headers.append((lname, v))
-        producer = request.bodyProducer
-        if producer is not None and producer.length is not UNKNOWN_LENGTH:
-            headers.append((b"content-length", str(producer.length).encode("ascii")))
+            if lname not in _HOP_BY_HOP:
+                headers.append((lname, value))
+        body = request.body
+        if isinstance(body, bytes):
+            headers.append((b"content-length", b"%d" % len(body)))
+        elif body is not None and request.length is not None:
+            headers.append((b"content-length", b"%d" % request.length))
         try:
-            self.h2.send_headers(stream_id, headers, end_stream=producer is None)
+            self.h2.send_headers(stream_id, headers, end_stream=not body)
         except h2.exceptions.H2Error as e:
-            self.goaway = True
-            del self.streams[stream_id]
-            stream.finished = True
-            stream.response_d.errback(ProtocolError(f"cannot send the request over HTTP/2: {e!r}"))
+            self._give_up()
+            stream.fail(ProtocolError(f"cannot send the request over HTTP/2: {e!r}"))
             return stream
+        if isinstance(body, bytes):
+            if body:
+                stream.pending_out.append(body)
+                stream.pump_done()
+        elif body is not None:
+            stream.start_body(body, self.reactor)
         self.send_pending()
-        if producer is not None:
-            stream.start_body(producer)
         return stream
 
+    def close(self) -> Deferred[None]:
+        """Close the connection; fires once it is closed."""
+        self._give_up()
+        if self.lost is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed.append(d)
+        self.transport.loseConnection()
+        return d
+
+    def abort(self) -> None:
+        """Cut the connection now."""
+        self._give_up()
+        if self.lost is None:
+            self.transport.abortConnection()
+
+    def _give_up(self) -> None:
+        """No new streams on this connection: the pool forgets it."""
+        if not self.goaway:
+            self.goaway = True
+            self.events.connection_gone(self)
+
+    # -- streams ----------------------------------------------------------------------
+
+    def send_pending(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.lost is None:
+            self.transport.write(data)
+
+    def reset(self, stream: H2ClientStream, code: int) -> None:
+        """Reset ``stream`` (RST_STREAM)."""
+        if self.lost is None:
+            try:
+                self.h2.reset_stream(stream.stream_id, code)
+            except h2.exceptions.H2Error:
+                pass
+            self.send_pending()
+        self.stream_done(stream)
+
     def stream_done(self, stream: H2ClientStream) -> None:
-        if self.streams.pop(stream.stream_id, None) is not None:
-            self._on_stream_done(self)
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        if self.goaway:
+            if not self.streams and self.lost is None:
+                self.transport.loseConnection()
+            return
+        self.events.connection_reusable(self)
+
+    # -- bytes from the TLS transport --------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
-            self.goaway = True  # never start another stream on it
+            self._give_up()
             self.send_pending()
-            self._fail_all(Failure(ResponseFailed([Failure(ProtocolError(f"HTTP/2 protocol error: {e!r}"))])))
+            self._fail_all(ProtocolError(f"HTTP/2 protocol error: {e!r}"))
             self.transport.loseConnection()
             return
         for event in events:
@@ -364,7 +382,7 @@ class H2ClientConnection:
     def _event(self, event: Any) -> None:
         sid = getattr(event, "stream_id", None)
         stream = self.streams.get(sid) if sid else None
-        if isinstance(event, h2.events.ResponseReceived):
+        if isinstance(event, h2.events.ResponseReceived | h2.events.InformationalResponseReceived):
             if stream is not None:
                 stream.got_headers(event.headers)
         elif isinstance(event, h2.events.DataReceived):
@@ -374,27 +392,33 @@ class H2ClientConnection:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             if stream is not None:
-                stream.ended(Failure(ResponseDone()))
+                stream.ended()
         elif isinstance(event, h2.events.StreamReset):
             if stream is not None:
-                err = ConnectionLostError(f"the server reset the stream (error code {event.error_code!r})")
-                stream.ended(Failure(ResponseFailed([Failure(err)])))
+                stream.fail(
+                    ConnectionLostError(f"the server reset the stream (error code {event.error_code!r})")
+                )
         elif isinstance(event, h2.events.WindowUpdated):
             targets = list(self.streams.values()) if not event.stream_id else [stream] if stream else []
             for st in targets:
                 st.flush()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway = True
+            self._give_up()
             last = event.last_stream_id or 0
             for st in list(self.streams.values()):
                 if st.stream_id > last:
-                    # RFC 9113 section 6.8: the server did not process it: safe to retry
-                    st.ended(Failure(RequestNotSent()))
+                    # RFC 9113 §6.8: the server did not process it
+                    st.retryable = True
+                    st.fail(ConnectionLostError("the server closed the HTTP/2 connection (GOAWAY)"))
 
-    def _fail_all(self, reason: Failure) -> None:
+    def _fail_all(self, reason: BaseException) -> None:
         for st in list(self.streams.values()):
-            st.ended(reason)
+            st.fail(reason)
 
     def connection_lost(self, reason: Failure) -> None:
         self.lost = reason
-        self._fail_all(Failure(ResponseFailed([reason])))
+        self._give_up()
+        self._fail_all(lost_error(reason))
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)

@@ -1,44 +1,55 @@
 """The HTTP client's connection pool: per-host and total limits, waiters, idle timeout.
 
-A pooled connection is a :class:`_ClientProtocol` (Twisted's
-``HTTP11ClientProtocol`` with a response header limit, a TLS handshake signal
-and pool bookkeeping). Each connection is in one :class:`ConnState`:
+The pool holds :class:`~aleph_tx.http._client.connection.PooledConnection` objects
+of any kind and learns what they do through the
+:class:`~aleph_tx.http._client.connection.PoolEvents` it implements
+(``connection_reusable``, ``connection_gone``); it never looks inside them.
 
-- ``CONNECTING``: the TCP connect (and TLS handshake) is under way;
-- ``ACTIVE``: handed to one request, until its response is fully read;
-- ``IDLE``: kept for reuse (keep-alive), closed after ``idle_timeout``;
-- ``CLOSED``: lost, aborted or dropped; it never counts against the limits again.
+- A slot (of ``connections_per_host`` and of ``total_connections``) is held from
+  the start of a connect until the connection is gone.
+- A one-at-a-time connection (HTTP/1.1) is *busy* from the moment it is handed out
+  until it says it is reusable (the whole response was read, nothing went wrong),
+  then *idle* (kept for reuse, closed after ``idle_timeout``) or given to the
+  oldest waiter for its key. Anything else (an error, a cancel, ``Connection:
+  close``) makes it gone: its slot is free at once and it is never handed out again.
+- A multiplexed connection (HTTP/2) is shared: every request to its key gets it
+  while it has room for another stream; with no stream it is closed after
+  ``idle_timeout``. While the first connection to a key that offers HTTP/2 is being
+  made, other requests to that key wait to share it instead of opening their own.
 
-A slot (of ``connections_per_host`` and of ``total_connections``) is held from
-the start of the connect until the connection is CLOSED. A connection goes back to
-IDLE only when Twisted calls it quiescent: the whole response was read, the server
-did not say ``Connection: close``, and nothing failed. Errors, cancellations and
-aborts close it, so it is never reused.
-
-HTTP/2 connections (ALPN chose ``h2``) are shared: they stay ACTIVE and every
-request to their key gets one while it has room for another stream; an HTTP/2
-connection with no stream is closed after ``idle_timeout``. While the first
-connection to a key that offers HTTP/2 is being made, other requests to that key
-wait to share it instead of opening their own.
+A future kind (HTTP/3) is one more :class:`PooledConnection` with ``multiplexed``
+set, opened by its own connector: the pool needs nothing else.
 """
 
 from __future__ import annotations
 
 import collections
+import typing
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from aleph_tx._time import get_clock
+from aleph_tx._chunks import ChunkSource
+from aleph_tx._time import arm_timeout, get_clock
 from aleph_tx.errors import ConnectionLostError, PoolTimeout
-from aleph_tx.http._client.connection import ConnState, _ClientFactory, _ClientProtocol
+from aleph_tx.http._client.body import ResponseHandle
 from aleph_tx.http._ring.versions import check_http_versions
 
-__all__ = ["ConnState", "ConnectionPool", "_ClientProtocol", "connection_pool", "default_pool"]
+__all__ = [
+    "CLIENT_VERSIONS",
+    "ClientRequest",
+    "ConnectionPool",
+    "Connector",
+    "PoolEvents",
+    "PooledConnection",
+    "check_client_versions",
+    "connection_pool",
+    "default_pool",
+    "lost_error",
+]
 
 #: Default response header block limit: 64 KiB is eight times the usual server
 #: limit (8 KiB) and still bounds what a hostile server can make us buffer.
@@ -49,39 +60,138 @@ DEFAULT_MAX_RESPONSE_HEADER_SIZE = 65536
 #: because a connection the server closes while idle leaves the pool at once.
 DEFAULT_IDLE_TIMEOUT = 60.0
 
+#: The ``http_versions`` the client speaks (ALPN names, RFC 7301).
+CLIENT_VERSIONS = ("http/1.1", "h2")
 
-#: ``connect(factory) -> Deferred[_ClientProtocol]``: opens one connection (the
-#: client's endpoint plus its connection timeout and TLS handshake wait).
-Connector = Callable[[Factory], "Deferred[_ClientProtocol]"]
+#: ``connect(events) -> Deferred[PooledConnection]``: opens one connection (with its
+#: own connection timeout); cancelling the Deferred cuts the attempt.
+Connector = Callable[[Any], "Deferred[PooledConnection]"]
+
+
+# -- the seam between the pool and its connections -----------------------------------
+
+
+class PooledConnection(typing.Protocol):
+    """What the pool needs of a connection, whatever its protocol (HTTP/1.1, HTTP/2).
+
+    :ivar key: connections with equal keys are interchangeable.
+    :ivar multiplexed: several requests at once (HTTP/2); else one at a time.
+    :ivar requests: how many requests it has carried.
+    """
+
+    key: Hashable
+    multiplexed: bool
+    requests: int
+
+    def can_take(self) -> bool:
+        """Whether a request may start on it now."""
+
+    def in_use(self) -> bool:
+        """Whether a request is in flight on it."""
+
+    def send(self, request: ClientRequest) -> ResponseHandle:
+        """Start ``request``."""
+
+    def close(self) -> Deferred[None]:
+        """Close it cleanly; fires once the connection is closed."""
+
+    def abort(self) -> None:
+        """Cut it now."""
+
+
+class PoolEvents(typing.Protocol):
+    """What connections tell their pool (the pool implements it)."""
+
+    def connection_reusable(self, conn: PooledConnection) -> None:
+        """``conn`` finished a request and may carry another one."""
+
+    def connection_gone(self, conn: PooledConnection) -> None:
+        """``conn`` will carry no more requests (broken, closing or lost); may be repeated."""
+
+
+class ClientRequest:
+    """A request as every connection kind needs it.
+
+    :ivar method: upper-case, e.g. ``b"GET"``.
+    :ivar target: the HTTP/1.1 request target (origin-form, or absolute-form through a proxy).
+    :ivar path: the origin-form target (HTTP/2's ``:path``).
+    :ivar headers: ``(name, value)`` pairs without ``Host`` and framing headers.
+    :ivar body: ``None``, the whole body, or a source of chunks.
+    :ivar length: the body length when known (``None``: chunked).
+    :ivar close: ask for ``Connection: close``.
+    """
+
+    __slots__ = ("authority", "body", "close", "headers", "length", "method", "path", "scheme", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        scheme: bytes,
+        authority: bytes,
+        target: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | ChunkSource | None = None,
+        length: int | None = None,
+        close: bool = False,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.authority = authority
+        self.target = target
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.length = length
+        self.close = close
+
+
+def lost_error(
+    reason: Failure | BaseException | None, what: str = "the connection was lost"
+) -> BaseException:
+    """What a request fails with when its connection went away: a TLS error as it is
+    (``OpenSSL.SSL.Error``, a host name mismatch), anything else as a
+    :class:`ConnectionLostError` carrying the reason."""
+    exc = reason.value if isinstance(reason, Failure) else reason
+    if exc is not None and type(exc).__module__.startswith(("OpenSSL", "service_identity")):
+        return exc
+    return ConnectionLostError(f"{what}: {exc!r}" if exc is not None else what, exc)
+
+
+def check_client_versions(versions: Any) -> tuple[str, ...]:
+    """``http_versions`` for the client: a tuple of ``"http/1.1"`` and ``"h2"``.
+
+    :raises ValueError: for a string, an empty sequence or an unknown name.
+    :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
+    """
+    out = check_http_versions(versions, CLIENT_VERSIONS)
+    if "http/1.1" not in out:
+        raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
+    return out
 
 
 class _Waiter:
-    """A request waiting for a slot; ``opening`` is its connect once a slot freed."""
+    """A request waiting for a connection; ``opening`` is its connect once it got a slot."""
 
-    __slots__ = ("connect", "d", "h2", "key", "opening", "pool", "timer")
+    __slots__ = ("connect", "d", "key", "multiplexed", "opening", "pool")
 
-    def __init__(self, pool: ConnectionPool, key: Hashable, connect: Connector, h2: bool = False) -> None:
+    def __init__(self, pool: ConnectionPool, key: Hashable, connect: Connector, multiplexed: bool) -> None:
         self.pool = pool
-        self.h2 = h2
         self.key = key
         self.connect = connect
-        self.d: Deferred[_ClientProtocol] = Deferred(self._cancel)
-        self.timer: IDelayedCall | None = None
-        self.opening: Deferred[_ClientProtocol] | None = None
+        self.multiplexed = multiplexed
+        self.d: Deferred[PooledConnection] = Deferred(self._cancel)
+        self.opening: Deferred[PooledConnection] | None = None
 
-    def _cancel(self, d: Deferred[_ClientProtocol]) -> None:
-        # still queued: leave the queue; connecting for it: cancel that
-        # connect, which frees the slot
-        waiters = self.pool._waiters
-        if self in waiters:
-            waiters.remove(self)
-            self.pool._disarm(self)
-        elif self.opening is not None:
+    def _cancel(self, d: Deferred[PooledConnection]) -> None:
+        # still queued: leave the queue; connecting for it: cancel that connect,
+        # which frees the slot
+        if not self.pool.withdraw(self) and self.opening is not None:
             self.opening.cancel()
 
 
 class ConnectionPool:
-    """Keep-alive HTTP/1.1 connections, at most ``connections_per_host`` per host.
+    """Keep-alive connections, at most ``connections_per_host`` per host.
 
     :param connections_per_host: connections open at once to one (scheme, host,
         port, TLS settings, proxy); more requests wait for a free one.
@@ -108,7 +218,9 @@ class ConnectionPool:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-        if idle_timeout is not None and (not isinstance(idle_timeout, (int, float)) or idle_timeout < 0):
+        if idle_timeout is not None and (
+            not isinstance(idle_timeout, (int, float)) or isinstance(idle_timeout, bool) or idle_timeout < 0
+        ):
             raise ValueError(f"idle_timeout must be a number >= 0 or None, not {idle_timeout!r}")
         self.connections_per_host = connections_per_host
         self.total_connections = total_connections
@@ -116,31 +228,32 @@ class ConnectionPool:
         self.keep_alive = bool(keep_alive)
         self.http_versions = check_client_versions(http_versions)
         self._clock = clock
-        self._idle: dict[Hashable, list[_ClientProtocol]] = {}
-        self._live: dict[Hashable, int] = {}
+        self._idle: dict[Hashable, list[PooledConnection]] = {}  # one-at-a-time, idle (LIFO)
+        self._busy: set[PooledConnection] = set()  # one-at-a-time, carrying a request
+        self._shared: dict[Hashable, list[PooledConnection]] = {}  # multiplexed
+        self._live: dict[Hashable, int] = {}  # slots per key (connecting or open)
         self._total = 0
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._active: set[_ClientProtocol] = set()
-        self._shared: dict[Hashable, list[_ClientProtocol]] = {}  # HTTP/2 connections
         self._connecting: dict[Hashable, int] = {}
-        self._h2_keys: set[Hashable] = set()
-        self._no_h2_keys: set[Hashable] = set()
+        self._single_keys: set[Hashable] = set()  # keys whose server did not multiplex
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._idle_since: dict[PooledConnection, float] = {}
+        self._timers: dict[PooledConnection, IDelayedCall] = {}
         self.connections_opened = 0
 
-    # -- public ----------------------------------------------------------------
+    # -- public ----------------------------------------------------------------------
 
     def description(self) -> dict[str, Any]:
         """A snapshot: ``total``, ``idle``, ``active``, ``waiters``, ``per_host`` counts."""
+        shared = [c for conns in self._shared.values() for c in conns]
+        busy_shared = sum(1 for c in shared if c.in_use())
         return {
             "type": "http-connection-pool",
             "connections_per_host": self.connections_per_host,
             "total_connections": self.total_connections,
             "total": self._total,
-            "idle": sum(len(v) for v in self._idle.values())
-            + sum(1 for v in self._shared.values() for p in v if not p.h2.active_streams),
-            "active": len(self._active)
-            + sum(1 for v in self._shared.values() for p in v if p.h2.active_streams),
-            "h2_connections": sum(len(v) for v in self._shared.values()),
+            "idle": sum(len(v) for v in self._idle.values()) + len(shared) - busy_shared,
+            "active": len(self._busy) + busy_shared,
+            "h2_connections": len(shared),
             "waiters": len(self._waiters),
             "per_host": dict(self._live),
             "connections_opened": self.connections_opened,
@@ -154,35 +267,18 @@ class ConnectionPool:
         self.keep_alive = False
         waiters, self._waiters = self._waiters, collections.deque()
         for w in waiters:
-            self._disarm(w)
             w.d.cancel()
+        idle = [c for conns in self._idle.values() for c in conns]
+        idle += [c for conns in self._shared.values() for c in conns if not c.in_use()]
         closing = []
-        for conns in list(self._idle.values()):
-            for proto in list(conns):
-                lost: Deferred[None] = Deferred()
-                proto.close_waiters.append(lost)
-                closing.append(lost)
-                self._drop(proto)
-                proto.close()
-        for conns in list(self._shared.values()):
-            for proto in list(conns):
-                if not proto.h2.active_streams:
-                    lost = Deferred()
-                    proto.close_waiters.append(lost)
-                    closing.append(lost)
-                    self._drop(proto)
-                    proto.close()
+        for conn in idle:
+            self._forget(conn)
+            closing.append(conn.close())
         if not closing:
             return succeed(None)
         return gatherResults(closing).addCallback(lambda _: None)
 
-    def discard(self, proto: _ClientProtocol) -> None:
-        """Abort ``proto`` and free its slot now: it saw an error or a cancellation."""
-        proto.abort_connection()
-        if proto.conn_state is not ConnState.CONNECTING:
-            self._drop(proto)
-
-    # -- acquire ---------------------------------------------------------------
+    # -- acquire ---------------------------------------------------------------------
 
     def acquire(
         self,
@@ -190,76 +286,61 @@ class ConnectionPool:
         connect: Connector,
         pool_timeout: float | None = None,
         clock: IReactorTime | None = None,
-        h2: bool = False,
-    ) -> Deferred[_ClientProtocol]:
-        """A connection for one request: an idle one, a new one, or the next one freed.
+        multiplexed: bool = False,
+    ) -> PooledConnection | Deferred[PooledConnection]:
+        """A connection for one request: an idle one now, else a Deferred of a new one
+        or of the next one freed.
 
         :param key: what makes connections interchangeable.
         :param connect: opens a new connection (with its own connection timeout).
         :param pool_timeout: seconds to wait for a free slot before failing with
             :class:`~aleph_tx.errors.PoolTimeout` (``None``: wait forever).
-        :param h2: the connection offers HTTP/2: while one is being made to this
-            host, wait to share it rather than open another.
-        :returns: fires with an ACTIVE connection; cancelling it frees the slot.
+        :param clock: the clock of ``pool_timeout`` (``None``: the global reactor).
+        :param multiplexed: the connection may be multiplexed (HTTP/2 offered): while
+            one is being made to this key, wait to share it rather than open another.
+        :returns: a connection that can take the request at once, or a Deferred of
+            one; cancelling the Deferred frees the slot.
         """
-        proto = self._take_shared(key) or self._take_idle(key)
-        if proto is not None:
-            return succeed(proto)
-        if self._may_share(key, h2):
-            # an HTTP/2 connection to this host is on its way: share it
-            return self._wait(key, connect, pool_timeout, clock, h2)
+        conn = self._take_shared(key) if self._shared else None
+        if conn is None:
+            conn = self._take_idle(key)
+        if conn is not None:
+            return conn
+        if self._may_share(key, multiplexed):
+            return self._wait(key, connect, pool_timeout, clock, multiplexed)
         if self._has_room(key) or self._evict_idle_elsewhere(key):
             return self._open(key, connect)
-        return self._wait(key, connect, pool_timeout, clock, h2)
+        return self._wait(key, connect, pool_timeout, clock, multiplexed)
 
-    def _may_share(self, key: Hashable, h2: bool) -> bool:
-        return h2 and key not in self._no_h2_keys and bool(self._connecting.get(key))
+    def withdraw(self, waiter: _Waiter) -> bool:
+        """Take ``waiter`` off the queue (it was cancelled); ``False`` if it was not queued."""
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return False
+        return True
 
-    def _take_shared(self, key: Hashable) -> _ClientProtocol | None:
-        for proto in self._shared.get(key, ()):
-            if proto.h2.can_take():
-                if proto.idle_call is not None and proto.idle_call.active():
-                    proto.idle_call.cancel()
-                proto.idle_call = None
-                return proto
+    def _may_share(self, key: Hashable, multiplexed: bool) -> bool:
+        return multiplexed and key not in self._single_keys and bool(self._connecting.get(key))
+
+    def _take_shared(self, key: Hashable) -> PooledConnection | None:
+        for conn in self._shared.get(key, ()):
+            if conn.can_take():
+                self._idle_since.pop(conn, None)
+                return conn
         return None
 
-    def _h2_stream_done(self, conn: Any) -> None:
-        """A stream of an HTTP/2 connection finished: serve waiters, or start the idle timer."""
-        proto: _ClientProtocol = conn.owner
-        if proto.conn_state is ConnState.CLOSED:
-            return
-        self._serve_shared(proto)
-        if not conn.active_streams and self.idle_timeout is not None and proto.idle_call is None:
-            proto.idle_call = get_clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
-
-    def _serve_shared(self, proto: _ClientProtocol) -> None:
-        key = proto.key
-        for w in list(self._waiters):
-            if not proto.h2.can_take():
-                return
-            if w.key == key and w in self._waiters:  # (a callback may have served it)
-                self._waiters.remove(w)
-                self._disarm(w)
-                if proto.idle_call is not None and proto.idle_call.active():
-                    proto.idle_call.cancel()
-                proto.idle_call = None
-                w.d.callback(proto)
-
-    def _take_idle(self, key: Hashable) -> _ClientProtocol | None:
+    def _take_idle(self, key: Hashable) -> PooledConnection | None:
         conns = self._idle.get(key)
         while conns:
-            proto = conns.pop()
+            conn = conns.pop()
             if not conns:
                 del self._idle[key]
-            if proto.idle_call is not None and proto.idle_call.active():
-                proto.idle_call.cancel()
-            proto.idle_call = None
-            if proto.state == "QUIESCENT" and proto._lost is None:
-                proto.conn_state = ConnState.ACTIVE
-                self._active.add(proto)
-                return proto
-            self._drop(proto)
+            self._idle_since.pop(conn, None)
+            if conn.can_take():
+                self._busy.add(conn)
+                return conn
+            self._forget(conn)  # closed while idle and not yet told us
             conns = self._idle.get(key)
         return None
 
@@ -272,71 +353,53 @@ class ConnectionPool:
             return False
         for other, conns in self._idle.items():
             if other != key and conns:
-                proto = conns[0]
-                self._drop(proto)
-                proto.close()
+                conn = conns[0]
+                self._forget(conn)
+                conn.close()
                 return True
         return False
 
-    def _open(self, key: Hashable, connect: Connector) -> Deferred[_ClientProtocol]:
+    def _open(self, key: Hashable, connect: Connector) -> Deferred[PooledConnection]:
         self._live[key] = self._live.get(key, 0) + 1
         self._total += 1
         self._connecting[key] = self._connecting.get(key, 0) + 1
         self.connections_opened += 1
-        holder: list[_ClientProtocol] = []
-        factory = _ClientFactory(self, key)
-        original = factory.buildProtocol
-
-        def build(addr: IAddress) -> _ClientProtocol:
-            proto = original(addr)
-            holder.append(proto)
-            return proto
-
-        factory.buildProtocol = build  # type: ignore[method-assign,assignment]
         try:
-            d = connect(factory)
-        except Exception:
-            d = Deferred()
-            d.errback()
+            d = connect(self)
+        except Exception as e:
+            d = fail(e)
+        done = [False]
 
         def connecting_done() -> None:
+            done[0] = True
             n = self._connecting.get(key, 0) - 1
             if n > 0:
                 self._connecting[key] = n
             else:
                 self._connecting.pop(key, None)
 
-        def connected(proto: _ClientProtocol) -> _ClientProtocol:
+        def opened(conn: PooledConnection) -> PooledConnection:
             connecting_done()
-            if proto.h2 is not None and proto.conn_state is not ConnState.CLOSED:
-                proto.conn_state = ConnState.ACTIVE
-                self._shared.setdefault(key, []).append(proto)
-                self._h2_keys.add(key)
-                self._no_h2_keys.discard(key)
-                self._serve_shared(proto)
-                return proto
-            if key not in self._no_h2_keys:
-                self._no_h2_keys.add(key)
-                self._h2_keys.discard(key)
-                self._serve_waiters()
-            if proto.conn_state is ConnState.CLOSED:
-                # lost during the TLS handshake wait: the slot is already free
-                raise ConnectionLostError("the connection was lost while connecting", proto._lost)
-            proto.conn_state = ConnState.ACTIVE
-            self._active.add(proto)
-            return proto
-
-        def failed(f: Failure) -> Failure:
-            connecting_done()
-            if holder:
-                proto = holder[0]
-                proto.abort_connection()
-                self._drop(proto)
-            else:
+            if conn.multiplexed:
+                self._shared.setdefault(key, []).append(conn)
+                self._single_keys.discard(key)
+                self._serve_shared(conn)
+                return conn
+            if key not in self._single_keys:
+                self._single_keys.add(key)
+                self._serve_waiters()  # those waiting to share may open their own now
+            if not conn.can_take():  # lost as it was handed over: the slot is free again
                 self._free_slot(key)
+                raise ConnectionLostError("the connection was lost while connecting")
+            self._busy.add(conn)
+            return conn
+
+        def failed(f: Any) -> Any:
+            connecting_done()
+            self._free_slot(key)
             return f
 
-        return d.addCallbacks(connected, failed)
+        return d.addCallbacks(opened, failed)
 
     def _wait(
         self,
@@ -344,111 +407,119 @@ class ConnectionPool:
         connect: Connector,
         pool_timeout: float | None,
         clock: IReactorTime | None,
-        h2: bool = False,
-    ) -> Deferred[_ClientProtocol]:
-        waiter = _Waiter(self, key, connect, h2)
-        d = waiter.d
+        multiplexed: bool,
+    ) -> Deferred[PooledConnection]:
+        waiter = _Waiter(self, key, connect, multiplexed)
         self._waiters.append(waiter)
-        if pool_timeout is not None:
 
-            def expire() -> None:
-                waiter.timer = None
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                    d.errback(
-                        PoolTimeout(
-                            f"no pooled connection to {_key_text(key)} became free "
-                            f"within pool_timeout={pool_timeout!r}"
-                        )
+        def expire() -> None:
+            if self.withdraw(waiter):  # (still queued: not yet connecting for it)
+                waiter.d.errback(
+                    PoolTimeout(
+                        f"no pooled connection to {_key_text(key)} became free "
+                        f"within pool_timeout={pool_timeout!r}"
                     )
+                )
 
-            waiter.timer = get_clock(clock).callLater(pool_timeout, expire)
-        return d
+        return arm_timeout(waiter.d, pool_timeout, expire, clock)
 
-    @staticmethod
-    def _disarm(w: _Waiter) -> None:
-        if w.timer is not None and w.timer.active():
-            w.timer.cancel()
-        w.timer = None
+    # -- PoolEvents --------------------------------------------------------------------
 
-    # -- events from connections -------------------------------------------------
-
-    def _park(self, proto: _ClientProtocol) -> None:
-        """The response was fully read and the connection may be reused: make it IDLE."""
-        if proto.conn_state is not ConnState.ACTIVE:
+    def connection_reusable(self, conn: PooledConnection) -> None:
+        """``conn`` finished a request: serve a waiter, keep it idle, or close it."""
+        if conn.multiplexed:
+            if conn in self._shared.get(conn.key, ()):
+                self._serve_shared(conn)
+                if not conn.in_use():
+                    self._arm_idle(conn)
             return
-        self._active.discard(proto)
-        if not self.keep_alive:
-            self._drop(proto)
-            proto.close()
+        if conn not in self._busy:
             return
-        proto.conn_state = ConnState.IDLE
-        self._idle.setdefault(proto.key, []).append(proto)
-        if self.idle_timeout is not None:
-            proto.idle_call = get_clock(self._clock).callLater(self.idle_timeout, self._expire_idle, proto)
-
-    def _serve_idle(self, proto: _ClientProtocol) -> None:
-        """After Twisted finished with ``proto``: give it to a waiter if one needs it."""
-        if proto.conn_state is not ConnState.IDLE or not self._waiters:
-            return
-        key = proto.key
-        for w in self._waiters:
-            if w.key == key:
-                taken = self._take_idle(key)
-                if taken is None:
+        key = conn.key
+        if self.keep_alive:
+            for w in self._waiters:
+                if w.key == key:
+                    self._waiters.remove(w)
+                    w.d.callback(conn)  # (it stays busy)
                     return
-                self._waiters.remove(w)
-                self._disarm(w)
-                w.d.callback(taken)
+            if not self._waiters or self._total < self.total_connections:
+                self._busy.discard(conn)
+                self._idle.setdefault(key, []).append(conn)
+                self._arm_idle(conn)
                 return
-        if self._total >= self.total_connections:
-            # someone else waits on the total limit: give them the slot
-            self._drop(proto)
-            proto.close()
+        # no keep-alive, or someone waits on the total limit: give them the slot
+        self._forget(conn)
+        conn.close()
+        self._serve_waiters()
 
-    def _expire_idle(self, proto: _ClientProtocol) -> None:
-        proto.idle_call = None
-        if (
-            proto.h2 is not None and not proto.h2.active_streams and proto.conn_state is ConnState.ACTIVE
-        ) or proto.conn_state is ConnState.IDLE:
-            self._drop(proto)
-            proto.close()
+    def connection_gone(self, conn: PooledConnection) -> None:
+        """``conn`` carries no more requests: free its slot and serve the waiters."""
+        if self._forget(conn):
+            self._serve_waiters()
 
-    def _on_lost(self, proto: _ClientProtocol) -> None:
-        for lost in proto.close_waiters:
-            lost.callback(None)
-        if proto.conn_state is not ConnState.CONNECTING:
-            self._drop(proto)
-        else:
-            # lost during the connect/handshake: `failed` in _open frees the slot
-            # when the connect fails; if the connect already fired, free it now.
-            proto.conn_state = ConnState.CLOSED
-            self._free_slot(proto.key)
+    # -- bookkeeping -------------------------------------------------------------------
 
-    def _drop(self, proto: _ClientProtocol) -> None:
-        """Mark ``proto`` CLOSED (idempotent) and free its slot."""
-        if proto.conn_state is ConnState.CLOSED:
+    def _serve_shared(self, conn: PooledConnection) -> None:
+        key = conn.key
+        for w in list(self._waiters):
+            if not conn.can_take():
+                return
+            if w.key == key and self.withdraw(w):  # (a callback may have served it)
+                self._idle_since.pop(conn, None)
+                w.d.callback(conn)
+
+    def _arm_idle(self, conn: PooledConnection) -> None:
+        """Close ``conn`` once idle for ``idle_timeout``; one timer per connection,
+        re-armed only when it fires early (a connection reused in between)."""
+        if self.idle_timeout is None:
             return
-        if proto.conn_state is ConnState.IDLE:
-            conns = self._idle.get(proto.key)
-            if conns and proto in conns:
-                conns.remove(proto)
-                if not conns:
-                    del self._idle[proto.key]
-            if proto.idle_call is not None and proto.idle_call.active():
-                proto.idle_call.cancel()
-            proto.idle_call = None
-        self._active.discard(proto)
-        shared = self._shared.get(proto.key)
-        if shared and proto in shared:
-            shared.remove(proto)
-            if not shared:
-                del self._shared[proto.key]
-            if proto.idle_call is not None and proto.idle_call.active():
-                proto.idle_call.cancel()
-            proto.idle_call = None
-        proto.conn_state = ConnState.CLOSED
-        self._free_slot(proto.key)
+        clock = get_clock(self._clock)
+        self._idle_since[conn] = clock.seconds()
+        if conn not in self._timers:
+            self._timers[conn] = clock.callLater(self.idle_timeout, self._idle_check, conn)
+
+    def _idle_check(self, conn: PooledConnection) -> None:
+        del self._timers[conn]
+        since = self._idle_since.get(conn)
+        if since is None or self.idle_timeout is None:
+            return  # in use: armed again once it is idle
+        clock = get_clock(self._clock)
+        left = since + self.idle_timeout - clock.seconds()
+        if left > 1e-9:
+            self._timers[conn] = clock.callLater(left, self._idle_check, conn)
+            return
+        self._forget(conn)
+        conn.close()
+
+    def _forget(self, conn: PooledConnection) -> bool:
+        """Remove ``conn`` everywhere and free its slot; ``False`` if it was not known."""
+        key = conn.key
+        known = False
+        if conn in self._busy:
+            self._busy.discard(conn)
+            known = True
+        else:
+            for table in (self._idle, self._shared):
+                conns = table.get(key)
+                if conns and conn in conns:
+                    conns.remove(conn)
+                    if not conns:
+                        del table[key]
+                    known = True
+                    break
+        if not known:
+            return False
+        self._idle_since.pop(conn, None)
+        timer = self._timers.pop(conn, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        n = self._live.get(key, 0) - 1
+        if n > 0:
+            self._live[key] = n
+        else:
+            self._live.pop(key, None)
+        self._total -= 1
+        return True
 
     def _free_slot(self, key: Hashable) -> None:
         n = self._live.get(key, 0) - 1
@@ -468,11 +539,10 @@ class ConnectionPool:
                 continue  # served meanwhile (a synchronous connect failure re-entered)
             if self._total >= self.total_connections and not self._idle:
                 return
-            if self._may_share(w.key, w.h2):
-                continue  # it will share the HTTP/2 connection being made
+            if self._may_share(w.key, w.multiplexed):
+                continue  # it will share the multiplexed connection being made
             if self._has_room(w.key) or self._evict_idle_elsewhere(w.key):
                 self._waiters.remove(w)
-                self._disarm(w)
                 w.opening = self._open(w.key, w.connect)
                 w.opening.addCallbacks(w.d.callback, w.d.errback)
 
@@ -481,22 +551,6 @@ def _key_text(key: Hashable) -> str:
     if isinstance(key, tuple) and len(key) >= 3:
         return f"{key[0]}://{key[1]}:{key[2]}"
     return repr(key)
-
-
-#: The ``http_versions`` the client speaks (ALPN names, RFC 7301).
-CLIENT_VERSIONS = ("http/1.1", "h2")
-
-
-def check_client_versions(versions: Any) -> tuple[str, ...]:
-    """``http_versions`` for the client: a tuple of ``"http/1.1"`` and ``"h2"``.
-
-    :raises ValueError: for a string, an empty sequence or an unknown name.
-    :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
-    """
-    out = check_http_versions(versions, CLIENT_VERSIONS)
-    if "http/1.1" not in out:
-        raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
-    return out
 
 
 def connection_pool(
@@ -517,6 +571,7 @@ def connection_pool(
     :param http_versions: the default ``http_versions`` of the requests using the
         pool (``("h2", "http/1.1")`` to negotiate HTTP/2); a request's own wins.
     :raises ValueError: for a limit below 1, a negative timeout or a bad ``http_versions``.
+    :raises NotImplementedError: for ``http_versions`` without ``"http/1.1"``.
     """
     return ConnectionPool(
         connections_per_host, total_connections, idle_timeout, keep_alive, clock, http_versions

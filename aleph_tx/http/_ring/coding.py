@@ -61,6 +61,11 @@ class ContentDecoder:
             self._seen = True
             self._tail = self._tail + data if self._tail else data
 
+    @property
+    def pending(self) -> bool:
+        """Whether input was fed that :meth:`read` has not decoded yet."""
+        return not self._done and (bool(self._tail) or self._full)
+
     def read(self, max_length: int = 0) -> bytes:
         """Up to ``max_length`` decoded bytes (0: all there are); ``b""`` when it needs more input.
 
