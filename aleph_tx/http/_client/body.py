@@ -92,11 +92,13 @@ class Replayable:
         self,
         body: Any,
         content_type: str | None = None,
-        make_source: Callable[[], tuple[ChunkSource, int | None]] | None = None,
+        make_source: Callable[[], tuple[bytes | ChunkSource, int | None]] | None = None,
+        replayable: bool = True,
     ) -> None:
         self.content_type = content_type
         self._body = body
         self._make_source = make_source
+        self._replayable = replayable
         self._file_pos: int | None = None
         self._used = False
         if make_source is not None:
@@ -126,7 +128,7 @@ class Replayable:
         b = self._body
         return (
             not self._used
-            or self._make_source is not None
+            or (self._make_source is not None and self._replayable)
             or isinstance(b, (bytes, pathlib.Path))
             or (hasattr(b, "read") and self._file_pos is not None)
         )
@@ -182,54 +184,105 @@ def encode_json(value: Any) -> Replayable:
     return Replayable(data, "application/json")
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+# -- multipart/form-data (RFC 7578) ---------------------------------------------------------
+
+#: WHATWG HTML's multipart/form-data encoding of names and filenames (what browsers
+#: send, and what RFC 7578 §4.2 defers to): UTF-8 as is, with LF, CR and '"'
+#: percent-encoded; never RFC 5987's ``filename*`` (RFC 7578 §4.2 forbids it).
+_NAME_ESCAPES = str.maketrans({"\n": "%0A", "\r": "%0D", '"': "%22"})
+_PART_KEYS = frozenset({"name", "content", "filename", "content_type"})
 
 
-def _part_bytes(content: Any) -> bytes:
+def _part_content(content: Any) -> tuple[Any, int | None, int | None]:
+    """A part's content as ``(bytes | Path | file, length or None, start position of a file)``."""
     if isinstance(content, (bytes, bytearray, memoryview)):
-        return bytes(content)
+        data = bytes(content)
+        return data, len(data), None
     if isinstance(content, str):
-        return content.encode("utf-8")
+        data = content.encode("utf-8")
+        return data, len(data), None
     if isinstance(content, pathlib.Path):
-        return content.read_bytes()
+        return content, None, None  # its size is taken when the body is sent
     if hasattr(content, "read"):
-        data = content.read()
-        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if isinstance(content, io.TextIOBase):
+            return content, None, None  # str chunks: their length in bytes is unknown
+        try:
+            pos = content.tell() if content.seekable() else None
+        except (OSError, AttributeError, ValueError):
+            pos = None
+        return content, None, pos
     raise TypeError(f"a multipart content must be bytes-like, str, a file or a Path, not {content!r}")
 
 
 def encode_multipart(parts: Any, boundary: str | None = None) -> Replayable:
-    """``multipart/form-data`` (RFC 7578) from dicts ``name``, ``content``, ``filename``, ``content_type``."""
+    """``multipart/form-data`` (RFC 7578) from dicts ``name``, ``content``, ``filename``,
+    ``content_type``; file and ``Path`` contents are streamed, never read whole.
+
+    The body has a ``Content-Length`` when every content's size is known (bytes,
+    ``str``, ``Path``, seekable files), else it is sent chunked; it can be sent again
+    (a redirect, a retry) unless a content is an unseekable file.
+
+    :raises TypeError: for a malformed part.
+    """
     if not isinstance(parts, (list, tuple)):
         raise TypeError(f"multipart must be a list of dicts, not {parts!r}")
     boundary = boundary or uuid.uuid4().hex
-    out = []
+    prepared: list[tuple[bytes, Any, int | None, int | None]] = []
     for part in parts:
         if not isinstance(part, dict) or "name" not in part or "content" not in part:
             raise TypeError(f"a multipart part must be a dict with name and content, not {part!r}")
-        unknown = set(part) - {"name", "content", "filename", "content_type"}
+        unknown = set(part) - _PART_KEYS
         if unknown:
             raise TypeError(f"unknown multipart part keys {sorted(unknown)!r}")
-        content = part["content"]
+        content, length, pos = _part_content(part["content"])
         filename = part.get("filename")
         if filename is None and isinstance(content, pathlib.Path):
             filename = content.name
-        disposition = f'form-data; name="{_quote(str(part["name"]))}"'
+        disposition = f'form-data; name="{str(part["name"]).translate(_NAME_ESCAPES)}"'
         if filename is not None:
-            disposition += f'; filename="{_quote(str(filename))}"'
+            disposition += f'; filename="{str(filename).translate(_NAME_ESCAPES)}"'
         head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
         ctype = part.get("content_type")
         if ctype is None and filename is not None:
             ctype = "application/octet-stream"
         if ctype is not None:
+            if any(c in str(ctype) for c in "\r\n\0"):
+                raise ValueError(f"a multipart content_type contains CR, LF or NUL: {ctype!r}")
             head += f"Content-Type: {ctype}\r\n"
-        out.append(head.encode("utf-8") + b"\r\n" + _part_bytes(content) + b"\r\n")
-    out.append(f"--{boundary}--\r\n".encode("ascii"))
-    return Replayable(b"".join(out), f"multipart/form-data; boundary={boundary}")
+        prepared.append(((head + "\r\n").encode("utf-8"), content, length, pos))
+    end = f"--{boundary}--\r\n".encode("ascii")
+    replayable = all(not hasattr(content, "read") or pos is not None for _, content, _, pos in prepared)
+
+    def make_source() -> tuple[bytes | ChunkSource, int | None]:
+        total: int | None = len(end)
+        for head, content, length, pos in prepared:
+            if isinstance(content, pathlib.Path):
+                length = os.stat(content).st_size
+            elif pos is not None:
+                content.seek(0, io.SEEK_END)
+                length = content.tell() - pos
+                content.seek(pos)
+            if total is not None:
+                total = None if length is None else total + len(head) + length + 2
+        if all(isinstance(content, bytes) for _, content, _, _ in prepared):
+            return b"".join([b"".join((h, c, b"\r\n")) for h, c, _, _ in prepared] + [end]), total
+        chunks = _multipart_chunks(prepared, end)
+        return ChunkSource(SourceKind.ITERATOR, chunks, total, _closer(chunks)), total
+
+    return Replayable(None, f"multipart/form-data; boundary={boundary}", make_source, replayable)
 
 
-# -- response bodies ---------------------------------------------------------------------
+def _multipart_chunks(prepared: list[tuple[bytes, Any, int | None, int | None]], end: bytes) -> Iterator[Any]:
+    for head, content, _, _ in prepared:
+        yield head
+        if isinstance(content, bytes):
+            yield content
+        elif isinstance(content, pathlib.Path):
+            yield from path_chunks(content)
+        else:
+            yield from file_chunks(content)
+        yield b"\r\n"
+    yield end
 
 
 class BodySink(typing.Protocol):
