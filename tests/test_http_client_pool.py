@@ -62,7 +62,7 @@ def respond(conn: HTTP11ClientConnection, answer: bytes = OK) -> Deferred[bytes]
     body: Deferred[bytes] = Deferred()
 
     def got(h: Any) -> None:
-        BodyCollector(h, None, Clock()).done.chainDeferred(body)
+        BodyCollector(h, None, Clock()).wait().chainDeferred(body)
 
     handle.head.addCallbacks(got, body.errback)
     return body

@@ -27,7 +27,7 @@ from twisted.internet import reactor, task
 from aleph_tx import http
 from aleph_tx.errors import RedirectError
 from aleph_tx.http import ConnectionPool
-from aleph_tx.http._client.body import encode_multipart
+from aleph_tx.http._client.upload import encode_multipart
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,11 @@ from twisted.internet.defer import Deferred
 
 from aleph_tx._time import arm_timeout
 from aleph_tx.errors import ClientResponseError, ConnectionLostError, RedirectError, RequestTimeout
-from aleph_tx.http._client.body import BodyCollector, BodyStreamer, Replayable, ResponseHandle
+from aleph_tx.http._client.body import BodyCollector, BodyStreamer, ResponseHandle
 from aleph_tx.http._client.connect import Connector, Target, proxy_authorization
 from aleph_tx.http._client.options import Options, add_query, host_header, target_and_path
 from aleph_tx.http._client.pool import ClientRequest, PooledConnection
+from aleph_tx.http._client.upload import Replayable
 from aleph_tx.http._ring.coding import decoder_for
 from aleph_tx.stream import from_iterable
 
@@ -245,7 +246,7 @@ async def _run(o: Options) -> dict[str, Any]:
             length = hdrs.get("content-length", "")
             if length.isdigit() and int(length) <= _MAX_REDIRECT_BODY:
                 # read and drop it, so the connection can be reused
-                await BodyCollector(handle, o.read_timeout, clock, discard=True).done
+                await BodyCollector(handle, o.read_timeout, clock, discard=True).wait()
             else:
                 handle.abort()  # a long or endless redirect body is not worth reading
             method, url, body, headers = _follow(o, status, method, url, location, body, headers, visited)
@@ -259,7 +260,10 @@ async def _run(o: Options) -> dict[str, Any]:
         if o.as_ == "stream" and not (o.throw_exceptions and status >= 400):
             resp_body: Any = BodyStreamer(handle, o.read_timeout, clock, decoder).stream
         else:
-            data = await BodyCollector(handle, o.read_timeout, clock, decoder).done
+            collector = BodyCollector(handle, o.read_timeout, clock, decoder)
+            data = collector.data
+            if data is None:
+                data = await collector.wait()
             resp_body = _coerce(data, o.as_, hdrs)
         result = {
             "status": status,

@@ -1,288 +1,41 @@
-"""Request bodies as chunk sources, and the two ways a response body is read.
+"""Response bodies: the handle a connection gives for each request, and its readers.
 
-Request side: :class:`Replayable` wraps the ``body``, ``form_params``, ``json`` or
-``multipart`` option; :meth:`Replayable.source` gives the bytes (sent with
-``Content-Length``) or a :class:`~aleph_tx._chunks.ChunkSource` that the connection
-sends with an :class:`~aleph_tx._adapter.Pump`: taken only while the transport
-accepts more, a file read one chunk at a time.
-
-Response side, two :class:`~aleph_tx.http._client.connection.BodySink` kinds:
-:class:`BodyCollector` gathers the body into ``bytes``; :class:`BodyStreamer` puts
-each chunk into a ``Stream`` through an :class:`~aleph_tx._adapter.Receiver`, which
-stops the connection's reading while a put waits, so a slow reader never makes
-memory grow. Both decode gzip and deflate (:mod:`aleph_tx.http._ring.coding`) and
-enforce ``read_timeout`` (the longest stall of the network, not of the reader).
+Every connection kind gives a :class:`ResponseHandle` per request (HTTP/1.1:
+:class:`H1Response`; HTTP/2: ``H2ClientStream``) and delivers the body to a
+:class:`BodySink`, one of two kinds: :class:`BodyCollector` gathers the body into
+``bytes``; :class:`BodyStreamer` puts each chunk into a ``Stream`` through an
+:class:`~aleph_tx._adapter.Receiver`, which stops the connection's reading while a
+put waits, so a slow reader never makes memory grow. Both decode gzip and deflate
+(:mod:`aleph_tx.http._ring.coding`) and enforce ``read_timeout`` (the longest stall
+of the network, not of the reader).
 """
 
 from __future__ import annotations
 
-import io
-import json as jsonlib
-import os
-import pathlib
 import typing
-import uuid
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import urlencode
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
 from aleph_tx._adapter import Receiver
-from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx._time import Timer
 from aleph_tx.errors import ProtocolError, ReadTimeout
 from aleph_tx.http._ring.coding import ContentDecoder
-from aleph_tx.stream import SplicedStream, Stream
+from aleph_tx.stream import Stream
 
 __all__ = [
     "BodyCollector",
     "BodySink",
     "BodyStreamer",
-    "Replayable",
+    "H1Response",
+    "ResponseCarrier",
     "ResponseHandle",
-    "encode_form",
-    "encode_json",
-    "encode_multipart",
-    "make_body",
 ]
 
-#: Read size of files and paths, and the largest decoded piece put into a stream.
+#: The largest decoded piece put into a stream.
 CHUNK = 65536
-
-
-def is_stream(x: Any) -> bool:
-    """``True`` for an aleph_tx stream (a source of chunks)."""
-    return isinstance(x, (Stream, SplicedStream))
-
-
-def file_chunks(f: Any, size: int = CHUNK) -> Iterator[bytes]:
-    """A file's chunks from its current position (one ``read`` per chunk)."""
-    while True:
-        chunk = f.read(size)
-        if not chunk:
-            return
-        yield chunk
-
-
-def path_chunks(path: pathlib.Path, size: int = CHUNK) -> Iterator[bytes]:
-    """A file's chunks, opened at the first one and closed at the end (or when closed)."""
-    with path.open("rb") as f:
-        yield from file_chunks(f, size)
-
-
-def _closer(it: Any) -> Callable[[], None]:
-    def close() -> None:
-        close_it = getattr(it, "close", None)
-        if close_it is not None:
-            close_it()
-
-    return close
-
-
-class Replayable:
-    """A request body that may be sent again (redirects 307/308, a stale-connection retry).
-
-    :ivar content_type: a default ``content-type`` for the body, or ``None``.
-    """
-
-    def __init__(
-        self,
-        body: Any,
-        content_type: str | None = None,
-        make_source: Callable[[], tuple[bytes | ChunkSource, int | None]] | None = None,
-        replayable: bool = True,
-    ) -> None:
-        self.content_type = content_type
-        self._body = body
-        self._make_source = make_source
-        self._replayable = replayable
-        self._file_pos: int | None = None
-        self._used = False
-        if make_source is not None:
-            return
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            self._body = bytes(body)
-        elif isinstance(body, str):
-            self._body = body.encode("utf-8")
-        elif isinstance(body, pathlib.Path):
-            pass
-        elif hasattr(body, "read"):
-            try:
-                self._file_pos = body.tell() if body.seekable() else None
-            except (OSError, AttributeError, ValueError):
-                self._file_pos = None
-        elif is_stream(body) or (isinstance(body, Iterable) and not isinstance(body, dict)):
-            pass
-        else:
-            raise TypeError(
-                "body must be bytes-like, str, a file, a pathlib.Path, an iterable of "
-                f"chunks or a Stream, not {body!r}"
-            )
-
-    @property
-    def replayable(self) -> bool:
-        """Whether :meth:`source` can be called again after the first time."""
-        b = self._body
-        return (
-            not self._used
-            or (self._make_source is not None and self._replayable)
-            or isinstance(b, (bytes, pathlib.Path))
-            or (hasattr(b, "read") and self._file_pos is not None)
-        )
-
-    def source(self) -> tuple[bytes | ChunkSource, int | None]:
-        """The body to send and its length (``None``: unknown, sent chunked).
-
-        :raises RuntimeError: when a one-shot body (stream, iterator) was already sent.
-        """
-        if not self.replayable:
-            raise RuntimeError(f"the request body {self._body!r} cannot be sent twice")
-        first = not self._used
-        self._used = True
-        b = self._body
-        if self._make_source is not None:
-            return self._make_source()
-        if isinstance(b, bytes):
-            return b, len(b)
-        if isinstance(b, pathlib.Path):
-            size = os.stat(b).st_size
-            chunks = path_chunks(b)
-            return ChunkSource(SourceKind.ITERATOR, chunks, size, _closer(chunks)), size
-        if hasattr(b, "read"):
-            length: int | None = None
-            if self._file_pos is not None:
-                if not first:
-                    b.seek(self._file_pos)
-                end = b.seek(0, io.SEEK_END)
-                b.seek(self._file_pos)
-                length = end - self._file_pos
-            return ChunkSource(SourceKind.ITERATOR, file_chunks(b), length), length
-        if is_stream(b):
-            return ChunkSource(SourceKind.STREAM, b, None, b.close), None
-        it = iter(b)
-        return ChunkSource(SourceKind.ITERATOR, it, None, _closer(it)), None
-
-
-def make_body(body: Any) -> Replayable:
-    """Wrap a ``body`` option value; raises ``TypeError`` for an unsupported kind."""
-    return Replayable(body)
-
-
-def encode_form(params: Any) -> Replayable:
-    """``form_params`` as ``application/x-www-form-urlencoded`` (lists repeat the key)."""
-    items = params.items() if hasattr(params, "items") else params
-    data = urlencode(list(items), doseq=True).encode("ascii")
-    return Replayable(data, "application/x-www-form-urlencoded")
-
-
-def encode_json(value: Any) -> Replayable:
-    """The ``json`` option: UTF-8 JSON with ``application/json``."""
-    data = jsonlib.dumps(value, separators=(",", ":")).encode("utf-8")
-    return Replayable(data, "application/json")
-
-
-# -- multipart/form-data (RFC 7578) ---------------------------------------------------------
-
-#: WHATWG HTML's multipart/form-data encoding of names and filenames (what browsers
-#: send, and what RFC 7578 §4.2 defers to): UTF-8 as is, with LF, CR and '"'
-#: percent-encoded; never RFC 5987's ``filename*`` (RFC 7578 §4.2 forbids it).
-_NAME_ESCAPES = str.maketrans({"\n": "%0A", "\r": "%0D", '"': "%22"})
-_PART_KEYS = frozenset({"name", "content", "filename", "content_type"})
-
-
-def _part_content(content: Any) -> tuple[Any, int | None, int | None]:
-    """A part's content as ``(bytes | Path | file, length or None, start position of a file)``."""
-    if isinstance(content, (bytes, bytearray, memoryview)):
-        data = bytes(content)
-        return data, len(data), None
-    if isinstance(content, str):
-        data = content.encode("utf-8")
-        return data, len(data), None
-    if isinstance(content, pathlib.Path):
-        return content, None, None  # its size is taken when the body is sent
-    if hasattr(content, "read"):
-        if isinstance(content, io.TextIOBase):
-            return content, None, None  # str chunks: their length in bytes is unknown
-        try:
-            pos = content.tell() if content.seekable() else None
-        except (OSError, AttributeError, ValueError):
-            pos = None
-        return content, None, pos
-    raise TypeError(f"a multipart content must be bytes-like, str, a file or a Path, not {content!r}")
-
-
-def encode_multipart(parts: Any, boundary: str | None = None) -> Replayable:
-    """``multipart/form-data`` (RFC 7578) from dicts ``name``, ``content``, ``filename``,
-    ``content_type``; file and ``Path`` contents are streamed, never read whole.
-
-    The body has a ``Content-Length`` when every content's size is known (bytes,
-    ``str``, ``Path``, seekable files), else it is sent chunked; it can be sent again
-    (a redirect, a retry) unless a content is an unseekable file.
-
-    :raises TypeError: for a malformed part.
-    """
-    if not isinstance(parts, (list, tuple)):
-        raise TypeError(f"multipart must be a list of dicts, not {parts!r}")
-    boundary = boundary or uuid.uuid4().hex
-    prepared: list[tuple[bytes, Any, int | None, int | None]] = []
-    for part in parts:
-        if not isinstance(part, dict) or "name" not in part or "content" not in part:
-            raise TypeError(f"a multipart part must be a dict with name and content, not {part!r}")
-        unknown = set(part) - _PART_KEYS
-        if unknown:
-            raise TypeError(f"unknown multipart part keys {sorted(unknown)!r}")
-        content, length, pos = _part_content(part["content"])
-        filename = part.get("filename")
-        if filename is None and isinstance(content, pathlib.Path):
-            filename = content.name
-        disposition = f'form-data; name="{str(part["name"]).translate(_NAME_ESCAPES)}"'
-        if filename is not None:
-            disposition += f'; filename="{str(filename).translate(_NAME_ESCAPES)}"'
-        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-        ctype = part.get("content_type")
-        if ctype is None and filename is not None:
-            ctype = "application/octet-stream"
-        if ctype is not None:
-            if any(c in str(ctype) for c in "\r\n\0"):
-                raise ValueError(f"a multipart content_type contains CR, LF or NUL: {ctype!r}")
-            head += f"Content-Type: {ctype}\r\n"
-        prepared.append(((head + "\r\n").encode("utf-8"), content, length, pos))
-    end = f"--{boundary}--\r\n".encode("ascii")
-    replayable = all(not hasattr(content, "read") or pos is not None for _, content, _, pos in prepared)
-
-    def make_source() -> tuple[bytes | ChunkSource, int | None]:
-        total: int | None = len(end)
-        for head, content, length, pos in prepared:
-            if isinstance(content, pathlib.Path):
-                length = os.stat(content).st_size
-            elif pos is not None:
-                content.seek(0, io.SEEK_END)
-                length = content.tell() - pos
-                content.seek(pos)
-            if total is not None:
-                total = None if length is None else total + len(head) + length + 2
-        if all(isinstance(content, bytes) for _, content, _, _ in prepared):
-            return b"".join([b"".join((h, c, b"\r\n")) for h, c, _, _ in prepared] + [end]), total
-        chunks = _multipart_chunks(prepared, end)
-        return ChunkSource(SourceKind.ITERATOR, chunks, total, _closer(chunks)), total
-
-    return Replayable(None, f"multipart/form-data; boundary={boundary}", make_source, replayable)
-
-
-def _multipart_chunks(prepared: list[tuple[bytes, Any, int | None, int | None]], end: bytes) -> Iterator[Any]:
-    for head, content, _, _ in prepared:
-        yield head
-        if isinstance(content, bytes):
-            yield content
-        elif isinstance(content, pathlib.Path):
-            yield from path_chunks(content)
-        else:
-            yield from file_chunks(content)
-        yield b"\r\n"
-    yield end
 
 
 class BodySink(typing.Protocol):
@@ -334,20 +87,167 @@ class ResponseHandle(typing.Protocol):
         connection (HTTP/1.1) or the stream (HTTP/2) is cut."""
 
 
+class ResponseCarrier(typing.Protocol):
+    """What an :class:`H1Response` asks of the HTTP/1.1 connection carrying it."""
+
+    def release(self) -> None:
+        """The body was taken to its end: back to the pool (or closed)."""
+
+    def abort(self) -> None:
+        """Cut the connection; it is never reused."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket."""
+
+    def resume_reading(self) -> None:
+        """Read again."""
+
+
+# -- one response ---------------------------------------------------------------------------
+
+
+class H1Response:
+    """One request/response on an HTTP/1.1 connection (a :class:`ResponseHandle`).
+
+    The connection is handed back once the body is complete *and* a sink took it
+    (:meth:`deliver_body`): the sink's ``body_ending`` check runs first, then the
+    pool gets the connection, then the sink's ``body_done`` runs user code.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_complete",
+        "_conn",
+        "_error",
+        "_finished",
+        "_sink",
+        "head",
+        "headers",
+        "is_head",
+        "retryable",
+        "reused",
+        "status",
+    )
+
+    def __init__(self, conn: ResponseCarrier, is_head: bool, reused: bool) -> None:
+        self._conn: ResponseCarrier | None = conn  # None once it let go of the connection
+        self.is_head = is_head
+        self.reused = reused
+        self.retryable = False
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.head: Deferred[H1Response] = Deferred(self._cancel)
+        self._chunks: list[bytes] = []
+        self._sink: BodySink | None = None
+        self._complete = False  # the whole body arrived
+        self._finished = False  # the sink was told the body ended (either way)
+        self._error: BaseException | None = None
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        self.abort(CancelledError())
+
+    # -- ResponseHandle -------------------------------------------------------------
+
+    def deliver_body(self, sink: BodySink) -> None:
+        """Hand what arrived to ``sink``, then the rest as it comes."""
+        self._sink = sink
+        chunks, self._chunks = self._chunks, []
+        for data in chunks:
+            sink.body_data(data)
+        if self._error is not None:
+            self._finished = True
+            sink.body_failed(self._error)
+        elif self._complete:
+            self._finish()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket while the body's reader is full."""
+        if self._conn is not None:
+            self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        if self._conn is not None:
+            self._conn.resume_reading()
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Fail now with ``reason`` and cut the connection if it still carries this response."""
+        if self._finished or self._error is not None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()  # first: the pool forgets it before any callback runs
+        self.fail(reason if reason is not None else CancelledError())
+
+    # -- from the connection ------------------------------------------------------------
+
+    def data(self, data: bytes) -> None:
+        """A chunk of the body."""
+        sink = self._sink
+        if sink is not None:
+            sink.body_data(data)
+        else:
+            self._chunks.append(data)
+
+    def complete(self) -> None:
+        """The whole response arrived: fire ``head`` if due; finish once a sink has it."""
+        if self._error is not None or self._complete:
+            return
+        self._complete = True
+        if not self.head.called:
+            self.head.callback(self)
+        elif self._sink is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        if self._finished:
+            return
+        self._finished = True
+        error = sink.body_ending()
+        conn, self._conn = self._conn, None
+        if error is not None:
+            if conn is not None:
+                conn.abort()
+            self._error = error
+            sink.body_failed(error)
+            return
+        if conn is not None:
+            conn.release()
+        sink.body_done()
+
+    def fail(self, reason: BaseException) -> None:
+        """The response failed (connection lost, protocol error, cancel, timeout)."""
+        self._conn = None
+        if self._error is not None or self._finished:
+            return
+        self._error = reason
+        if not self.head.called:
+            self.head.errback(reason)
+        elif self._sink is not None:
+            self._finished = True
+            self._sink.body_failed(reason)
+
+
 def _stalled() -> ReadTimeout:
     return ReadTimeout("reading the response body stalled past read_timeout")
 
 
 class BodyCollector:
-    """Collects a response body (a ``BodySink``); :attr:`done` fires with the ``bytes``.
+    """Collects a response body (a ``BodySink``): :meth:`wait` fires with the ``bytes``.
+
+    A body already complete when the collector is made (the common case: it came
+    with the head) is in :attr:`data` at once, with no Deferred and no timer.
 
     :param handle: the response.
     :param read_timeout: the longest stall allowed between two chunks.
     :param decoder: decodes a gzip or deflate body (``None``: as it arrived).
     :param discard: read and drop the body (a redirect's, to keep the connection).
+    :ivar data: the body once complete, else ``None``.
     """
 
-    __slots__ = ("_chunks", "_decoder", "_discard", "_handle", "_timer", "done")
+    __slots__ = ("_chunks", "_d", "_decoder", "_discard", "_error", "_handle", "_timer", "data")
 
     def __init__(
         self,
@@ -361,12 +261,24 @@ class BodyCollector:
         self._handle = handle
         self._decoder = decoder
         self._discard = discard
-        self.done: Deferred[bytes] = Deferred(lambda _: handle.abort())
+        self._d: Deferred[bytes] | None = None
+        self._error: BaseException | None = None
         self._timer: Timer | None = None
+        self.data: bytes | None = None
         handle.deliver_body(self)  # what already arrived, maybe the whole body
-        if not self.done.called and read_timeout is not None:
+        if self.data is None and self._error is None and read_timeout is not None:
             self._timer = Timer(read_timeout, lambda: handle.abort(_stalled()), clock)
             self._timer.start()
+
+    def wait(self) -> Deferred[bytes]:
+        """Fires with the body, or fails; cancelling it aborts the response."""
+        if self._d is None:
+            self._d = Deferred(lambda _: self._handle.abort())
+            if self.data is not None:
+                self._d.callback(self.data)
+            elif self._error is not None:
+                self._d.errback(self._error)
+        return self._d
 
     def body_data(self, data: bytes) -> None:
         if self._timer is not None:
@@ -393,15 +305,17 @@ class BodyCollector:
     def body_done(self) -> None:
         if self._timer is not None:
             self._timer.stop()
-        if not self.done.called:
-            chunks = self._chunks
-            self.done.callback(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        chunks = self._chunks
+        self.data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._d is not None and not self._d.called:
+            self._d.callback(self.data)
 
     def body_failed(self, reason: BaseException) -> None:
         if self._timer is not None:
             self._timer.stop()
-        if not self.done.called:
-            self.done.errback(reason)
+        self._error = reason
+        if self._d is not None and not self._d.called:
+            self._d.errback(reason)
 
 
 @implementer(IPushProducer)

@@ -34,7 +34,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import httptools
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
@@ -44,139 +44,13 @@ from zope.interface import implementer
 from aleph_tx._adapter import Pump
 from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import ProtocolError
-from aleph_tx.http._client.body import BodySink
+from aleph_tx.http._client import eager
+from aleph_tx.http._client.body import H1Response
 from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
 
-__all__ = ["ConnState", "H1Response", "HTTP11ClientConnection"]
+__all__ = ["ConnState", "HTTP11ClientConnection"]
 
 _DONE = Failure(ConnectionDone())
-
-
-# -- one response ---------------------------------------------------------------------------
-
-
-class H1Response:
-    """One request/response on an :class:`HTTP11ClientConnection` (a :class:`ResponseHandle`).
-
-    The connection is handed back once the body is complete *and* a sink took it
-    (:meth:`deliver_body`): the sink's ``body_ending`` check runs first, then the
-    pool gets the connection, then the sink's ``body_done`` runs user code.
-    """
-
-    __slots__ = (
-        "_chunks",
-        "_complete",
-        "_conn",
-        "_error",
-        "_finished",
-        "_sink",
-        "head",
-        "headers",
-        "is_head",
-        "retryable",
-        "reused",
-        "status",
-    )
-
-    def __init__(self, conn: HTTP11ClientConnection, is_head: bool, reused: bool) -> None:
-        self._conn: HTTP11ClientConnection | None = conn  # None once it let go of the connection
-        self.is_head = is_head
-        self.reused = reused
-        self.retryable = False
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.head: Deferred[H1Response] = Deferred(self._cancel)
-        self._chunks: list[bytes] = []
-        self._sink: BodySink | None = None
-        self._complete = False  # the whole body arrived
-        self._finished = False  # the sink was told the body ended (either way)
-        self._error: BaseException | None = None
-
-    def _cancel(self, d: Deferred[Any]) -> None:
-        self.abort(CancelledError())
-
-    # -- ResponseHandle -------------------------------------------------------------
-
-    def deliver_body(self, sink: BodySink) -> None:
-        """Hand what arrived to ``sink``, then the rest as it comes."""
-        self._sink = sink
-        chunks, self._chunks = self._chunks, []
-        for data in chunks:
-            sink.body_data(data)
-        if self._error is not None:
-            self._finished = True
-            sink.body_failed(self._error)
-        elif self._complete:
-            self._finish()
-
-    def pause_reading(self) -> None:
-        """Stop reading the socket while the body's reader is full."""
-        if self._conn is not None:
-            self._conn.pause_reading()
-
-    def resume_reading(self) -> None:
-        """Read the socket again."""
-        if self._conn is not None:
-            self._conn.resume_reading()
-
-    def abort(self, reason: BaseException | None = None) -> None:
-        """Fail now with ``reason`` and cut the connection if it still carries this response."""
-        if self._finished or self._error is not None:
-            return
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.abort()  # first: the pool forgets it before any callback runs
-        self.fail(reason if reason is not None else CancelledError())
-
-    # -- from the connection ------------------------------------------------------------
-
-    def data(self, data: bytes) -> None:
-        """A chunk of the body."""
-        sink = self._sink
-        if sink is not None:
-            sink.body_data(data)
-        else:
-            self._chunks.append(data)
-
-    def complete(self) -> None:
-        """The whole response arrived: fire ``head`` if due; finish once a sink has it."""
-        if self._error is not None or self._complete:
-            return
-        self._complete = True
-        if not self.head.called:
-            self.head.callback(self)
-        elif self._sink is not None:
-            self._finish()
-
-    def _finish(self) -> None:
-        sink = self._sink
-        assert sink is not None
-        if self._finished:
-            return
-        self._finished = True
-        error = sink.body_ending()
-        conn, self._conn = self._conn, None
-        if error is not None:
-            if conn is not None:
-                conn.abort()
-            self._error = error
-            sink.body_failed(error)
-            return
-        if conn is not None:
-            conn.release()
-        sink.body_done()
-
-    def fail(self, reason: BaseException) -> None:
-        """The response failed (connection lost, protocol error, cancel, timeout)."""
-        self._conn = None
-        if self._error is not None or self._finished:
-            return
-        self._error = reason
-        if not self.head.called:
-            self.head.errback(reason)
-        elif self._sink is not None:
-            self._finished = True
-            self._sink.body_failed(reason)
 
 
 # -- the connection ------------------------------------------------------------------------
@@ -252,6 +126,7 @@ class HTTP11ClientConnection(Protocol):
         # the response being parsed
         self._head_bytes = 0  # bytes fed while the head is incomplete (bounds what llhttp holds)
         self._head_size = 0  # size of the head's lines so far
+        self._body_left = 0  # bytes of a body of known length still due
         self._in_head = False
         self._head_ready = False
         self._message_done = False
@@ -263,6 +138,7 @@ class HTTP11ClientConnection(Protocol):
 
     def connectionMade(self) -> None:  # noqa: N802
         """Ready at once, or after the TLS handshake."""
+        eager.tune(self.transport)
         if not self.tls:
             self._make_ready()
 
@@ -280,11 +156,7 @@ class HTTP11ClientConnection(Protocol):
     def when_ready(self) -> Deferred[None]:
         """Fires once the connection (and its TLS handshake) is up; fails if it is lost first."""
         if self.state is not ConnState.CONNECTING:
-            if self.lost is not None and self.state is ConnState.BROKEN:
-                d0: Deferred[None] = Deferred()
-                d0.errback(lost_error(self.lost, "the connection was lost while connecting"))
-                return d0
-            return succeed(None)
+            return succeed(None) if self.lost is None else fail(lost_error(self.lost))
         if self._ready is None:
             self._ready = Deferred()
         return self._ready
@@ -319,6 +191,7 @@ class HTTP11ClientConnection(Protocol):
         self._in_head = True
         self._head_bytes = self._head_size = 0
         self._head_ready = self._message_done = self._until_close = self._got_bytes = False
+        self._body_left = 0
         self._keep_alive = not request.close
         head = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (request.method, request.target, request.authority)]
         for name, value in request.headers:
@@ -378,8 +251,7 @@ class HTTP11ClientConnection(Protocol):
     # -- writing the request -------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        transport: Any = self.transport
-        transport.write(data)
+        eager.write(self.transport, data)
 
     def _start_pump(self, source: ChunkSource) -> None:
         pump = Pump(source, self, self.reactor)
@@ -405,17 +277,10 @@ class HTTP11ClientConnection(Protocol):
             return
         left = self._out_left - len(data)
         if left < 0:
-            self._body_error(
-                f"the request body is longer than its length ({self._out_left + len(data) - left})"
-            )
+            self._fail(ValueError(f"the request body is longer than its length (by {-left} bytes)"))
             return
         self._out_left = left
         self._write(data)
-
-    def _body_error(self, message: str) -> None:
-        response = self.response
-        if response is not None:
-            response.abort(ValueError(message))
 
     def pump_done(self) -> None:
         """:class:`~aleph_tx._adapter.PumpSink`: the request body ended."""
@@ -427,18 +292,16 @@ class HTTP11ClientConnection(Protocol):
         if self._chunked_out:
             self._write(b"0\r\n\r\n")
         elif self._out_left:
-            self._body_error(f"the request body is shorter than its length (by {self._out_left} bytes)")
+            self._fail(ValueError(f"the request body is shorter than its length (by {self._out_left} bytes)"))
             return
         self._request_written()
 
     def pump_failed(self, failure: Failure) -> None:
         """:class:`~aleph_tx._adapter.PumpSink`: the request body failed (or was not bytes)."""
         self._pump = None
-        response = self.response
-        if response is not None:
-            response.abort(failure.value)
-        else:
-            self.abort()
+        error = failure.value
+        assert error is not None
+        self._fail(error)
 
     def _request_written(self) -> None:
         if self.state is ConnState.SENDING:
@@ -472,6 +335,9 @@ class HTTP11ClientConnection(Protocol):
                 self.abort()  # bytes nobody asked for: the peer and we disagree
             return
         self._got_bytes = True
+        if self._body_left > 0 and self._head_ready:
+            self._body_bytes(response, data)
+            return
         if self._in_head:
             self._head_bytes += len(data)
         try:
@@ -479,22 +345,35 @@ class HTTP11ClientConnection(Protocol):
         except httptools.HttpParserError as e:
             if not self._message_done:
                 cause = e.__context__
-                self._protocol_error(
-                    str(cause) if isinstance(cause, ProtocolError) else f"malformed response: {e}"
+                self._fail(
+                    cause if isinstance(cause, ProtocolError) else ProtocolError(f"malformed response: {e}")
                 )
                 return
             self._keep_alive = False  # bytes after the end of the response (no pipelining)
         if self._in_head and self._head_bytes > self.max_header_size:
-            self._protocol_error(
-                f"response header block larger than max_response_header_size={self.max_header_size}"
-            )
+            self._fail(self._too_large())
             return
         self._after_read()
 
-    def _protocol_error(self, message: str) -> None:
+    def _body_bytes(self, response: H1Response, data: bytes) -> None:
+        """The rest of a body of known length: counted here, the parser skipped."""
+        left = self._body_left - len(data)
+        if left >= 0:
+            response.data(data)
+        else:
+            response.data(data[:left])
+            self._keep_alive = False  # bytes after the end of the response (no pipelining)
+        self._body_left = max(left, 0)
+        if not self._body_left:
+            self._message_done = True
+            self._parser = _parser(self)  # the old one is still inside this body
+        self._after_read()
+
+    def _fail(self, error: BaseException) -> None:
+        """The exchange fails with ``error``; the connection is cut."""
         response = self.response
         if response is not None:
-            response.abort(ProtocolError(message))
+            response.abort(error)
         else:
             self.abort()
 
@@ -546,9 +425,12 @@ class HTTP11ClientConnection(Protocol):
     def _count(self, n: int) -> None:
         self._head_size += n
         if self._head_size > self.max_header_size:
-            raise ProtocolError(
-                f"response header block larger than max_response_header_size={self.max_header_size}"
-            )
+            raise self._too_large()
+
+    def _too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"response header block larger than max_response_header_size={self.max_header_size}"
+        )
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -565,6 +447,7 @@ class HTTP11ClientConnection(Protocol):
         if self.state is not ConnState.SENDING:
             self.state = ConnState.READING_BODY
         framed = False
+        length = ""
         for name, value in response.headers:
             if name == "transfer-encoding":
                 # RFC 9112 §6.1: only a final "chunked" is a framing we can read
@@ -573,6 +456,7 @@ class HTTP11ClientConnection(Protocol):
                 framed = True
             elif name == "content-length":
                 framed = True
+                length = value
             elif name == "connection" and "close" in [t.strip() for t in value.lower().split(",")]:
                 self._keep_alive = False
         if parser.get_http_version() != "1.1" and not parser.should_keep_alive():
@@ -583,10 +467,14 @@ class HTTP11ClientConnection(Protocol):
         elif not framed:
             self._until_close = True  # RFC 9112 §6.3: the body ends when the connection closes
             self._keep_alive = False
+        elif length:
+            self._body_left = int(length)  # (checked by llhttp); later reads skip the parser
 
     def on_body(self, body: bytes) -> None:
         if self._message_done:
             raise _Leftover()
+        if self._body_left > 0:
+            self._body_left -= len(body)
         response = self.response
         if response is not None:
             response.data(body)

@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from aleph_tx._time import get_reactor
-from aleph_tx.http._client.body import Replayable, encode_form, encode_json, encode_multipart, make_body
 from aleph_tx.http._client.pool import (
     DEFAULT_MAX_RESPONSE_HEADER_SIZE,
     ConnectionPool,
     check_client_versions,
     default_pool,
 )
+from aleph_tx.http._client.upload import Replayable, encode_form, encode_json, encode_multipart, make_body
 from aleph_tx.tls import client_creator
 
 __all__ = [
@@ -98,74 +98,135 @@ class Options:
     )
 
     def __init__(self, method: str, url: str, kwargs: dict[str, Any]) -> None:
-        o = dict(DEFAULTS)
-        o.update(kwargs)
-        if len(o) != len(DEFAULTS):
-            unknown = sorted(set(kwargs) - set(DEFAULTS))
-            raise TypeError(f"unknown option(s) {unknown!r}; known: {sorted(DEFAULTS)!r}")
-        if not isinstance(method, str) or not method or not set(method) <= TOKEN:
-            raise ValueError(f"bad HTTP method {method!r}")
-        self.method = method.upper()
+        upper = _METHODS.get(method) if type(method) is str else None
+        if upper is None:
+            upper = _check_method(method)
+        self.method = upper
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {url!r}")
         scheme, host, _, _, _ = target_and_path(url)
         if scheme not in ("http", "https") or not host:
             raise ValueError(f"url must be an absolute http:// or https:// URL, not {url!r}")
         self.url = url
+        # the defaults are valid: only what was given is checked
+        for name, value in kwargs.items():
+            check = _CHECKS.get(name)
+            if check is None:
+                if name not in DEFAULTS:
+                    unknown = sorted(set(kwargs) - set(DEFAULTS))
+                    raise TypeError(f"unknown option(s) {unknown!r}; known: {sorted(DEFAULTS)!r}")
+            elif value is not None or DEFAULTS[name] is not None:
+                check(name, value)
+        o = DEFAULTS | kwargs if kwargs else DEFAULTS
         self.body = _content(o)
-        if o["as_"] not in AS_VALUES:
-            raise ValueError(f"as_ must be one of {AS_VALUES!r}, not {o['as_']!r}")
-        self.as_: str = o["as_"]
-        self.decompress_body = bool(o["decompress_body"])
-        for name in _TIMEOUTS:
-            v = o[name]
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"{name} must be a number >= 0 or None, not {v!r}")
-        mr = o["max_redirects"]
-        if not isinstance(mr, int) or isinstance(mr, bool) or mr < 0:
-            raise ValueError(f"max_redirects must be an int >= 0, not {mr!r}")
-        mh = o["max_response_header_size"]
-        if not isinstance(mh, int) or isinstance(mh, bool) or mh < 64:
-            raise ValueError(f"max_response_header_size must be an int >= 64, not {mh!r}")
         pool = o["pool"]
         if pool is None:
             pool = default_pool()
-        elif not isinstance(pool, ConnectionPool):
-            raise TypeError(f"pool must come from http.connection_pool(), not {pool!r}")
-        versions = (
-            pool.http_versions if o["http_versions"] is None else check_client_versions(o["http_versions"])
-        )
-        self.h2 = "h2" in versions
-        jar = o["cookie_jar"]
-        if jar is not None and not isinstance(jar, CookieJar):
-            raise TypeError(f"cookie_jar must be an http.cookiejar.CookieJar, not {jar!r}")
-        auth = o["basic_auth"]
-        if auth is not None and (not isinstance(auth, (tuple, list)) or len(auth) != 2):
-            raise TypeError(f"basic_auth must be a (user, password) pair, not {auth!r}")
-        proxy = o["proxy"]
-        if proxy is not None:
-            _check_proxy(proxy)
+        self.pool: ConnectionPool = pool
+        versions = o["http_versions"]
+        self.h2 = "h2" in (pool.http_versions if versions is None else versions)
         if o["ssl_context"] is not None:
             # the same check as at connect time: a bad kind raises now
             client_creator(host, o["ssl_context"], bool(o["insecure"]))
-        self.headers = user_headers(o["headers"])
+        headers = o["headers"]
+        self.headers = user_headers(headers) if headers else []
         self.query_params = o["query_params"]
-        self.basic_auth = auth
-        self.cookie_jar: CookieJar | None = jar
+        self.basic_auth = o["basic_auth"]
+        self.cookie_jar: CookieJar | None = o["cookie_jar"]
+        self.as_: str = o["as_"]
+        self.decompress_body = bool(o["decompress_body"])
         self.follow_redirects = bool(o["follow_redirects"])
-        self.max_redirects: int = mr
+        self.max_redirects: int = o["max_redirects"]
         self.throw_exceptions = bool(o["throw_exceptions"])
-        self.pool: ConnectionPool = pool
         self.pool_timeout: float | None = o["pool_timeout"]
         self.connection_timeout: float | None = o["connection_timeout"]
         self.request_timeout: float | None = o["request_timeout"]
         self.read_timeout: float | None = o["read_timeout"]
+        proxy = o["proxy"]
         self.proxy: dict[str, Any] | None = dict(proxy) if proxy is not None else None
         self.ssl_context = o["ssl_context"]
         self.insecure = bool(o["insecure"])
-        self.max_response_header_size: int = mh
-        self.reactor = get_reactor(o["reactor"])
-        self.clock = o["clock"] if o["clock"] is not None else self.reactor
+        self.max_response_header_size: int = o["max_response_header_size"]
+        reactor = o["reactor"]
+        self.reactor = reactor if reactor is not None else get_reactor()
+        clock = o["clock"]
+        self.clock = clock if clock is not None else self.reactor
+
+
+#: Methods already checked, as they were given -> upper-case (a handful in practice).
+_METHODS: dict[str, str] = {}
+
+
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str) or not method or not set(method) <= TOKEN:
+        raise ValueError(f"bad HTTP method {method!r}")
+    upper = method.upper()
+    if len(_METHODS) < 256:
+        _METHODS[method] = upper
+    return upper
+
+
+def _check_timeout(name: str, v: Any) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{name} must be a number >= 0 or None, not {v!r}")
+
+
+def _check_max_redirects(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"max_redirects must be an int >= 0, not {v!r}")
+
+
+def _check_header_size(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 64:
+        raise ValueError(f"max_response_header_size must be an int >= 64, not {v!r}")
+
+
+def _check_as(name: str, v: Any) -> None:
+    if v not in AS_VALUES:
+        raise ValueError(f"as_ must be one of {AS_VALUES!r}, not {v!r}")
+
+
+def _check_pool(name: str, v: Any) -> None:
+    if not isinstance(v, ConnectionPool):
+        raise TypeError(f"pool must come from http.connection_pool(), not {v!r}")
+
+
+def _check_versions(name: str, v: Any) -> None:
+    check_client_versions(v)
+
+
+def _check_jar(name: str, v: Any) -> None:
+    if not isinstance(v, CookieJar):
+        raise TypeError(f"cookie_jar must be an http.cookiejar.CookieJar, not {v!r}")
+
+
+def _check_auth(name: str, v: Any) -> None:
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise TypeError(f"basic_auth must be a (user, password) pair, not {v!r}")
+
+
+def _check_proxy(name: str, proxy: Any) -> None:
+    if not isinstance(proxy, Mapping) or "host" not in proxy or "port" not in proxy:
+        raise TypeError(f"proxy must be a dict with host and port, not {proxy!r}")
+    if proxy.get("protocol", "http") not in ("http", "https"):
+        raise ValueError(f"proxy protocol must be 'http' or 'https', not {proxy.get('protocol')!r}")
+    unknown = set(proxy) - _PROXY_KEYS
+    if unknown:
+        raise TypeError(f"unknown proxy key(s) {sorted(unknown)!r}")
+
+
+#: option -> its check (given a value other than None); options without one take anything.
+_CHECKS: dict[str, Any] = {
+    "as_": _check_as,
+    "max_redirects": _check_max_redirects,
+    "max_response_header_size": _check_header_size,
+    "pool": _check_pool,
+    "http_versions": _check_versions,
+    "cookie_jar": _check_jar,
+    "basic_auth": _check_auth,
+    "proxy": _check_proxy,
+    **dict.fromkeys(_TIMEOUTS, _check_timeout),
+}
 
 
 def _content(o: dict[str, Any]) -> Replayable | None:
@@ -184,16 +245,6 @@ def _content(o: dict[str, Any]) -> Replayable | None:
     if o["multipart"] is not None:
         return encode_multipart(o["multipart"])
     return encode_json(o["json"])
-
-
-def _check_proxy(proxy: Any) -> None:
-    if not isinstance(proxy, Mapping) or "host" not in proxy or "port" not in proxy:
-        raise TypeError(f"proxy must be a dict with host and port, not {proxy!r}")
-    if proxy.get("protocol", "http") not in ("http", "https"):
-        raise ValueError(f"proxy protocol must be 'http' or 'https', not {proxy.get('protocol')!r}")
-    unknown = set(proxy) - _PROXY_KEYS
-    if unknown:
-        raise TypeError(f"unknown proxy key(s) {sorted(unknown)!r}")
 
 
 def user_headers(headers: Any) -> list[tuple[str, str]]:
