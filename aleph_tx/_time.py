@@ -7,7 +7,10 @@ the result is in, the timer is cancelled, so no delayed call is left behind).
 - :func:`get_reactor` / :func:`get_clock`: the argument, else the global reactor.
 - :func:`arm_timeout`: call ``expire()`` after ``seconds`` unless a Deferred fired
   first; the timer is cancelled when it fires.
-- :class:`Timer`: a restartable timer (idle timeouts, read stalls, heartbeats).
+- :class:`Timer`: a restartable timer (read stalls, heartbeats).
+- :class:`Deadline`: a timer restarted on every request or read, cheaply: a restart
+  only notes the time; the one delayed call checks it when it fires (idle and
+  header timeouts on the per-request hot path).
 
 This module imports no reactor: it stays usable by the reactor-free stream layer.
 """
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Timer", "arm_timeout", "get_clock", "get_reactor"]
+__all__ = ["Deadline", "Timer", "arm_timeout", "get_clock", "get_reactor"]
 
 _T = TypeVar("_T")
 
@@ -109,4 +112,68 @@ class Timer:
 
     def _expire(self) -> None:
         self._call = None
+        self._fn()
+
+
+class Deadline:
+    """``fn()`` runs once ``seconds`` have passed since the last :meth:`start`, unless stopped.
+
+    Unlike :class:`Timer`, a restart does not reschedule a delayed call: it notes
+    the time, and the one pending call, when it fires, either runs ``fn`` or waits
+    for the rest (so a restart per request costs a clock read, not a heap push).
+
+    :param seconds: the delay (``None``: never runs; every call is a no-op).
+    :param fn: called once per expiry, with no arguments.
+    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
+    """
+
+    __slots__ = ("_call", "_clock", "_fn", "_since", "seconds")
+
+    def __init__(
+        self, seconds: float | None, fn: Callable[[], object], clock: IReactorTime | None = None
+    ) -> None:
+        self.seconds = seconds
+        self._fn = fn
+        self._clock = clock
+        self._call: IDelayedCall | None = None
+        self._since: float | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the deadline is counting."""
+        return self._since is not None
+
+    def start(self) -> None:
+        """Count ``seconds`` from now."""
+        if self.seconds is None:
+            return
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = get_clock()
+        self._since = clock.seconds()
+        if self._call is None:
+            self._call = clock.callLater(self.seconds, self._check)
+
+    def stop(self) -> None:
+        """Stop counting (the pending call, if any, finds nothing to do)."""
+        self._since = None
+
+    def cancel(self) -> None:
+        """Stop counting and cancel the pending call (the connection is gone)."""
+        self._since = None
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _check(self) -> None:
+        self._call = None
+        since, seconds = self._since, self.seconds
+        if since is None or seconds is None:
+            return
+        clock = get_clock(self._clock)
+        left = since + seconds - clock.seconds()
+        if left > 1e-9:  # float steps under a Clock: 0.1 * 3 is not quite 0.3
+            self._call = clock.callLater(left, self._check)
+            return
+        self._since = None
         self._fn()

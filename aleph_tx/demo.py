@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.task import deferLater
 
 from aleph_tx import stream as s
-from aleph_tx.http._sse import sse
+from aleph_tx.http import sse
 
 __all__ = ["handler"]
 

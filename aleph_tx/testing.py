@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
 from aleph_tx.errors import BackpressureError
-from aleph_tx.http._testing import request
+from aleph_tx.http._server.testing import request
 from aleph_tx.stream import MAX_PENDING, SplicedStream, Stream, splice
 
 __all__ = ["DESCRIPTION_KEYS", "MakePair", "check_stream", "request", "stream_pair"]

@@ -30,7 +30,7 @@ def aleph(port: int, compression: bool, big: bool) -> None:
     from twisted.internet import reactor
 
     from aleph_tx import stream as s
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http._server.serve import start_server
     from aleph_tx.http._websocket.api import websocket_connection
 
     options: dict[str, Any] = {"compression": compression}

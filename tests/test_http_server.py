@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 
 from aleph_tx import stream as s
 from aleph_tx.http import start_server
-from aleph_tx.http._serve import EagerServer, eager_write_supported
+from aleph_tx.http._server.serve import EagerServer, eager_write_supported
 
 TIMEOUT = 10
 

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from aleph_tx import byte_streams as bs
 from aleph_tx import stream as s
 from aleph_tx.http import start_server
-from aleph_tx.http._testing import request
+from aleph_tx.http._server.testing import request
 
 STRING_RESPONSE = "String!"
 STREAM_RESPONSE = "Stream!"
@@ -127,12 +127,13 @@ def test_overly_long_header(tmp_path: pathlib.Path) -> None:
 
 def test_invalid_http_version_format(tmp_path: pathlib.Path) -> None:
     """deftest test-invalid-http-version-format"""
-    from twisted.internet.testing import StringTransport
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from aleph_tx.http._h1 import HTTPFactory
-    from aleph_tx.http._limits import make_options
+    from aleph_tx.http._ring.limits import make_options
+    from aleph_tx.http._server.exchange import Runner
+    from aleph_tx.http._server.h1 import HTTPFactory
 
-    proto = HTTPFactory(_basic(tmp_path), make_options({}), reactor=object()).buildProtocol(None)
+    proto = HTTPFactory(Runner(_basic(tmp_path), make_options({}), MemoryReactorClock())).buildProtocol(None)
     t = StringTransport()
     proto.makeConnection(t)
     proto.dataReceived(b"GET / HTTP-1,1\r\n\r\n")

@@ -1,19 +1,28 @@
 """Option helpers shared by the ``twist aleph-*`` plugins.
 
 Every bad value raises :class:`twisted.python.usage.UsageError` with a one-line
-message naming it: ``twist`` prints it and exits 64, never with a traceback.
+message naming it. :class:`BriefOptions` turns it into one line on stderr and exit
+status 64 (``EX_USAGE``): never a traceback, never the whole usage text (``--help``
+has that). :class:`ServerService` does the same for an address that cannot be bound.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
 from twisted.python.usage import UsageError
 
+#: ``EX_USAGE`` (sysexits.h), what ``twist`` exits with for a usage error.
+EX_USAGE = 64
+
 __all__ = [
+    "BriefOptions",
     "ServerService",
     "load_callable",
     "non_negative_float",
@@ -91,20 +100,43 @@ def port_number(value: Any, option: str = "--port") -> int:
     return int(n)
 
 
+class BriefOptions(usage.Options):
+    """Options whose errors are one line: ``<command>: <message>`` on stderr, exit 64."""
+
+    command = "aleph"
+
+    def parseOptions(self, options: Any = None) -> None:  # noqa: N802 - Twisted's name
+        """Parse; a bad option or value exits 64 with one line naming it."""
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except UsageError as e:
+            sys.stderr.write(f"{self.command}: {e} (see --help)\n")
+            raise SystemExit(EX_USAGE) from None
+
+
 class ServerService(Service):
     """A service that starts something listening and closes it gracefully on stop.
 
+    An address that cannot be bound ends the process with one line on stderr
+    (exit 1), not a traceback.
+
     :param start: called by ``startService``; returns an object with ``close() -> Deferred``
         (an :class:`aleph_tx._server.Server`, or a stream-backed wrapper).
+    :param command: the name on that line.
     """
 
-    def __init__(self, start: Callable[[], Any]) -> None:
+    def __init__(self, start: Callable[[], Any], command: str = "aleph") -> None:
         self._start = start
+        self._command = command
         self.server: Any = None
 
     def startService(self) -> None:  # noqa: N802
         super().startService()  # type: ignore[no-untyped-call]
-        self.server = self._start()
+        try:
+            self.server = self._start()
+        except (CannotListenError, OSError) as e:
+            sys.stderr.write(f"{self._command}: {e}\n")
+            raise SystemExit(1) from None
 
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()  # type: ignore[no-untyped-call]

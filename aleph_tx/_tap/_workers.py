@@ -43,6 +43,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from aleph_tx._tap._common import BriefOptions
+
 __all__ = [
     "ListenSpec",
     "WorkersOptions",
@@ -171,7 +173,7 @@ def parse_listen(description: str) -> ListenSpec:
     return ListenSpec(port, interface, backlog)
 
 
-class WorkersOptions(usage.Options):
+class WorkersOptions(BriefOptions):
     """Base of the ``Options`` of a subcommand that takes ``--workers``.
 
     It adds the option and remembers the raw arguments (:attr:`raw_arguments`) so
@@ -197,7 +199,7 @@ class WorkersOptions(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:  # noqa: N802
         """Parse as usual, remembering the arguments for the workers."""
         self.raw_arguments = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        super().parseOptions(options)
 
 
 def check_workers(options: usage.Options) -> None:

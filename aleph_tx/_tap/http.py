@@ -23,6 +23,8 @@ from aleph_tx._tap._common import (
     positive_int,
 )
 from aleph_tx._tap._workers import WorkersOptions, check_workers, workers_service  # --workers
+from aleph_tx.http._ring.limits import SERVER_VERSIONS, check_versions_tls, is_tls_listen
+from aleph_tx.http._ring.versions import check_http_versions
 
 __all__ = ["Options", "makeService"]
 
@@ -31,6 +33,8 @@ _log = Logger()
 
 class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-http``."""
+
+    command = "aleph-http"
 
     synopsis = "[--listen ENDPOINT ...] [--handler pkg.mod:fn | --wsgi pkg.mod:app] [options]"
     longdesc = (
@@ -101,18 +105,16 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
         if self["error-handler"]:
             options["error_handler"] = load_callable(self["error-handler"], "--error-handler")
         versions = tuple(v.strip() for v in self["http-versions"].split(",") if v.strip())
-        for v in versions:
-            if v not in ("http/1.1", "h2"):
-                raise usage.UsageError(f"--http-versions: unknown protocol {v!r} (known: http/1.1, h2)")
-        if "h2" in versions and not all(d.lower().startswith("ssl:") for d in self["listen"]):
-            raise usage.UsageError(
-                f"--http-versions {self['http-versions']!r}: h2 needs TLS (--listen ssl:...): it is negotiated with ALPN"
-            )
-        options["http_versions"] = versions or ("http/1.1",)
+        try:
+            versions = check_http_versions(versions or ("http/1.1",), SERVER_VERSIONS)
+            check_versions_tls(versions, is_tls_listen(self["listen"], None))
+        except ValueError as e:
+            raise usage.UsageError(f"--http-versions {self['http-versions']!r}: {e}") from None
+        options["http_versions"] = versions
         options["compression"] = bool(self["compression"])
         self["options"] = options
         if self["wsgi"]:
-            from aleph_tx.http._wsgi import wrap_wsgi
+            from aleph_tx.http import wrap_wsgi
 
             self["app"] = wrap_wsgi(load_callable(self["wsgi"], "--wsgi"))
         elif self["handler"]:
@@ -154,7 +156,7 @@ def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name
     """
     if options["workers"] > 1:  # --workers: N processes sharing the port (_workers.py)
         return workers_service("aleph-http", options)
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http import start_server
 
     def start() -> Any:
         app = options["app"]
@@ -167,4 +169,4 @@ def makeService(options: Options) -> IService:  # noqa: N802 - Twisted's name
             _log.info("aleph-http listening on {address}", address=_address(port))
         return server
 
-    return ServerService(start)
+    return ServerService(start, "aleph-http")

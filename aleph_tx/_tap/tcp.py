@@ -28,6 +28,8 @@ def echo(conn: Any, info: dict[str, Any]) -> None:
 class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
     """Options of ``twist aleph-tcp``."""
 
+    command = "aleph-tcp"
+
     synopsis = (
         "[--listen ENDPOINT ...] [--handler pkg.mod:fn] [--shutdown-timeout SECONDS] [--workers N|auto]"
     )
@@ -92,4 +94,4 @@ def makeService(options: Options) -> IService:  # noqa: N802
             _log.info("aleph-tcp listening on {address}", address=address)
         return server
 
-    return ServerService(start)
+    return ServerService(start, "aleph-tcp")

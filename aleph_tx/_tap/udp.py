@@ -7,11 +7,10 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python import usage
 from twisted.python.failure import Failure
 
 from aleph_tx._tap import _version
-from aleph_tx._tap._common import ServerService, load_callable, port_number
+from aleph_tx._tap._common import BriefOptions, ServerService, load_callable, port_number
 
 __all__ = ["Options", "echo", "makeService"]
 
@@ -25,8 +24,10 @@ def echo(sock: Any) -> None:
     s.connect(sock, sock)
 
 
-class Options(usage.Options):
+class Options(BriefOptions):
     """Options of ``twist aleph-udp``."""
+
+    command = "aleph-udp"
 
     synopsis = "[--port N] [--host ADDR] [--handler pkg.mod:fn]"
     longdesc = "A UDP socket with aleph_tx: HANDLER(sock) is called once with its stream (default: echo)."
@@ -80,4 +81,4 @@ def makeService(options: Options) -> IService:  # noqa: N802
         )
         return closer
 
-    return ServerService(start)
+    return ServerService(start, "aleph-udp")

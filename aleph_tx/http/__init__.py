@@ -14,16 +14,16 @@ from aleph_tx.errors import (
 )
 from aleph_tx.http._client.api import delete, get, head, options, patch, post, put, request
 from aleph_tx.http._client.pool import ConnectionPool, connection_pool
-from aleph_tx.http._resource import make_site, to_resource
-from aleph_tx.http._serve import start_server
-from aleph_tx.http._sse import sse
+from aleph_tx.http._server.serve import start_server
+from aleph_tx.http._server.sse import sse
+from aleph_tx.http._server.web import make_site, to_resource
+from aleph_tx.http._server.wsgi import wrap_wsgi
 from aleph_tx.http._websocket.api import (
     websocket_client,
     websocket_close,
     websocket_connection,
     websocket_ping,
 )
-from aleph_tx.http._wsgi import wrap_wsgi
 
 __all__ = [
     "ClientResponseError",

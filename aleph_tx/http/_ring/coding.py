@@ -1,4 +1,5 @@
-"""Decoding ``Content-Encoding: gzip`` and ``deflate`` bodies (pure: no Twisted, no I/O).
+"""Content codings (pure: no Twisted, no I/O): gzip for responses the client accepts
+it for (RFC 9110 §8.4), and the client's decoding of ``gzip`` and ``deflate`` bodies.
 
 :class:`ContentDecoder` is fed the encoded bytes as they arrive and read in pieces
 of a bounded size, so a small compressed chunk that expands a thousandfold is
@@ -15,7 +16,56 @@ import zlib
 
 from aleph_tx.errors import ProtocolError
 
-__all__ = ["ContentDecoder", "decoder_for"]
+__all__ = ["ContentDecoder", "Gzipper", "accepts_gzip", "decoder_for"]
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (RFC 9110 §12.5.3; ``q=0`` refuses)."""
+    if not accept_encoding:
+        return False
+    star = False
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return star
+
+
+class Gzipper:
+    """Streaming gzip: every chunk is flushed (``Z_SYNC_FLUSH``) so events are not held back."""
+
+    __slots__ = ("_z",)
+
+    def __init__(self) -> None:
+        self._z = zlib.compressobj(6, zlib.DEFLATED, 31)
+
+    def chunk(self, data: bytes) -> bytes:
+        """Compressed bytes for ``data``, flushed."""
+        return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        """The end of the gzip member."""
+        return self._z.flush(zlib.Z_FINISH)
+
+    @staticmethod
+    def whole(data: bytes) -> bytes:
+        """``data`` gzipped in one go."""
+        z = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return z.compress(data) + z.flush()
+
+
+# -- decoding (the client) ---------------------------------------------------------------
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 

@@ -9,8 +9,8 @@ The frames are autobahn's (its Twisted ``WebSocketServerProtocol`` and
 ways; :mod:`.options` validates options and the opening handshake.
 
 Server hand-off (TWISTED-NOTES §2): the HTTP/1.1 protocol gives an ``Upgrade``
-request a dict with an ``upgrade`` attribute (``_h1.UpgradeHandle``; under
-``to_resource``, ``_resource.WebUpgradeHandle``);
+request a dict with an ``upgrade`` attribute (``_server.h1.UpgradeHandle``; under
+``to_resource``, ``_server.web.WebUpgradeHandle``);
 :func:`websocket_connection` checks the handshake, then calls
 ``req.upgrade.hand_off(protocol)``, which swaps the protocol in, replays the
 request head and every byte read after it, and resumes reading.
@@ -25,19 +25,19 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapCl
 from twisted.python.failure import Failure
 
 from aleph_tx.errors import ConnectionLostError
+from aleph_tx.http._ring.upgrade import (
+    check_close,
+    check_ping_payload,
+    check_upgrade,
+    parse_ws_url,
+    ws_options,
+)
 from aleph_tx.http._websocket.glue import (
     ClientProtocol,
     ServerProtocol,
     WebSocketStream,
     client_factory,
     server_factory,
-)
-from aleph_tx.http._websocket.options import (
-    check_close,
-    check_ping_payload,
-    check_upgrade,
-    parse_ws_url,
-    ws_options,
 )
 from aleph_tx.stream import Stream
 

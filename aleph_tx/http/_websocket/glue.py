@@ -3,8 +3,8 @@
 :class:`WebSocketStream` is an :class:`aleph_tx._adapter.ConnectionStream`: takes
 come from a :class:`~aleph_tx._adapter.Receiver` fed by ``onMessage`` (text
 frames as ``str``, binary as ``bytes``), puts go through a
-:class:`~aleph_tx._adapter.Sender` to ``sendMessage``. Backpressure both ways
-(autobahn does none, TWISTED-NOTES §2): the Sender is the transport's streaming
+:class:`~aleph_tx._adapter.Sender`, framed by :mod:`.frames` (or autobahn). Backpressure both ways
+(autobahn does none; docs/internals.rst, "The WebSocket hand-off"): the Sender is the transport's streaming
 producer, so a put fires once the transport has room; the Receiver pauses the
 transport while a received message waits for a take, so frames stop being read.
 
@@ -21,8 +21,6 @@ Close handshake states (:class:`CloseState`, RFC 6455 §7):
 from __future__ import annotations
 
 import enum
-import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +37,6 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponse,
     PerMessageDeflateResponseAccept,
 )
-from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -47,7 +44,8 @@ from twisted.python.failure import Failure
 
 from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
-from aleph_tx.http._websocket.options import WSOptions, choose_subprotocol
+from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
+from aleph_tx.http._websocket.frames import FAST, FastFrames
 
 __all__ = [
     "ClientProtocol",
@@ -64,24 +62,6 @@ _log = Logger()
 NO_STATUS = 1005
 ABNORMAL = 1006
 #: bytes of frames held back during one read before they are written anyway
-CORK_LIMIT = 65536
-_HEAD16 = struct.Struct("!BBH")
-_HEAD64 = struct.Struct("!BBQ")
-
-
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``mask`` (RFC 6455 §5.3; masking is the same).
-
-    Up to 1 KiB as one big-int XOR (a few times cheaper than autobahn's per-frame
-    masker object); above, autobahn's masker (vectorised C when available) is faster.
-    """
-    n = len(payload)
-    if n > 1024:
-        return create_xor_masker(mask, n).process(payload)  # type: ignore[no-untyped-call, no-any-return]
-    if not n:
-        return payload
-    key = (mask * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
 class CloseState(enum.Enum):
@@ -171,175 +151,6 @@ class _StreamGlue:
         self.logOctets = False
         self.logFrames = False
 
-    # autobahn's _connectionMade copies the factory's defaults for every option
-    # an instance lacks, then pformat()s them all for a debug line that is usually
-    # off: a third of a handshake's CPU. We copy them ourselves (same rule) and
-    # give autobahn an empty list.
-    CONFIG_ATTRS: tuple[str, ...] = ()
-    _AUTOBAHN_ATTRS: tuple[str, ...] = ()
-
-    def _connectionMade(self) -> None:  # noqa: N802 - autobahn's name
-        factory = self.factory  # type: ignore[attr-defined]
-        for name in self._AUTOBAHN_ATTRS:
-            if not hasattr(self, name):
-                setattr(self, name, getattr(factory, name))
-        super()._connectionMade()  # type: ignore[misc]
-
-    # autobahn formats a debug line (with click styling) on every read and every
-    # frame sent, even with debug logging off: ~30 µs each. The hot paths below
-    # do what autobahn's do without it.
-
-    #
-    # Frames sent while a read is being processed (an echo answering each message
-    # of the read) are corked and written once at its end: one write per read
-    # instead of one per frame (each write may be a send(2) on an eager transport).
-    # At most CORK_LIMIT bytes are held back.
-
-    _cork: list[bytes] | None = None
-    _corked = 0
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        """Bytes from the transport: to autobahn's frame parser; then write what it answered."""
-        if self._cork is not None:  # re-entered: the outer call flushes
-            self._dataReceived(data)  # type: ignore[attr-defined]
-            return
-        self._cork = []
-        try:
-            self._dataReceived(data)  # type: ignore[attr-defined]
-        finally:
-            self._uncork()
-
-    # The common incoming frame (RFC 6455 §5.2): FIN, no RSV bits, text or binary,
-    # masked from a client (unmasked from a server), at most 64 KiB and within the
-    # limits, whole in the buffer, between messages, no compression. Parsed here:
-    # autobahn's parser builds a frame header object and a masker per frame and
-    # goes through five callbacks (most of the CPU of an echo). Anything else,
-    # or text that is not UTF-8, goes to autobahn's parser, which does the rest
-    # (control frames, fragments, limits, close codes) as before.
-
-    current_frame: Any
-    inside_message: bool
-    data: bytes
-    trafficStats: Any  # noqa: N815
-
-    def processData(self) -> bool:  # noqa: N802 - autobahn's name
-        """One step of autobahn's frame loop: our fast path first."""
-        if self._fast_in and self.current_frame is None and not self.inside_message:
-            more = self._fast_frames()
-            if more is not None:
-                return more
-        return super().processData()  # type: ignore[misc, no-any-return]
-
-    def _fast_frames(self) -> bool | None:
-        """Deliver the common frames at the head of the buffer; ``None`` if the first is not one.
-
-        All of them are parsed first and the buffer is cut once: cutting it after
-        each frame, as autobahn does, copies the rest of a large read per frame.
-        """
-        if self.state != self.STATE_OPEN:
-            return None
-        data = self.data
-        n = len(data)
-        masked = self.side == "server"
-        header = 6 if masked else 2
-        limit = self._fast_in
-        msgs: list[str | bytes] = []
-        octets = pos = 0
-        while n - pos >= 2:
-            b0 = data[pos]
-            if b0 != 0x81 and b0 != 0x82:
-                break
-            b1 = data[pos + 1]
-            if (b1 >= 0x80) is not masked:
-                break
-            length = b1 & 0x7F
-            start = pos + header
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                if length < 126:
-                    break  # not minimal: autobahn fails the connection
-                start += 2
-            elif length == 127:
-                break
-            end = start + length
-            if end > n or length > limit:
-                break
-            payload = data[start:end]
-            if masked:
-                payload = unmask(payload, data[start - 4 : start])
-            if b0 == 0x81:
-                try:
-                    msgs.append(payload.decode("utf-8"))
-                except UnicodeDecodeError:
-                    break  # autobahn closes with 1007
-            else:
-                msgs.append(payload)
-            octets += length
-            pos = end
-        if not msgs:
-            return None
-        self.data = rest = data[pos:]
-        stats = self.trafficStats
-        stats.incomingOctetsWebSocketLevel += octets
-        stats.incomingOctetsAppLevel += octets
-        stats.incomingWebSocketFrames += len(msgs)
-        stats.incomingWebSocketMessages += len(msgs)
-        self._seen = True
-        write = self.receiver.write
-        for msg in msgs:
-            if self._peer_closed or self.state == self.STATE_CLOSED:
-                break
-            write(msg)
-        return len(rest) > 0
-
-    def _uncork(self) -> None:
-        corked, self._cork = self._cork, None
-        self._corked = 0
-        if corked:
-            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
-        """Write ``data`` (corked during a read; autobahn's own path for ``sync``/``chopsize``)."""
-        if sync or chopsize or self.send_queue or self.logOctets:  # type: ignore[attr-defined]
-            self._uncork_keep()
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
-            return
-        cork = self._cork
-        if cork is not None:
-            cork.append(data)
-            self._corked += len(data)
-            if self._corked >= CORK_LIMIT:
-                # user code may run (and put) inside a read: past the limit, write,
-                # so the transport sees the bytes and can pause the producer
-                self._uncork_keep()
-        else:
-            self.transport.write(data)
-        if self.state == self.STATE_OPEN:
-            self.trafficStats.outgoingOctetsWireLevel += len(data)
-
-    def _uncork_keep(self) -> None:
-        """Write what is corked now, staying corked (order with autobahn's own queue)."""
-        if self._cork:
-            corked, self._cork = self._cork, []
-            self._corked = 0
-            self.transport.write(b"".join(corked))
-
-    def _closeConnection(self, abort: bool = False) -> None:  # noqa: N802 - autobahn's name
-        """Write what is corked (a close frame) before closing the transport."""
-        self._uncork_keep()
-        super()._closeConnection(abort)  # type: ignore[misc]
-
-    def onMessageEnd(self) -> None:  # noqa: N802 - autobahn's name
-        """A message is complete: ``onMessage`` (without autobahn's per-message
-        observer future: nothing here listens to its ``"message"`` event)."""
-        if not self.failedByMe:  # type: ignore[attr-defined]
-            parts: list[bytes] = self.message_data  # type: ignore[has-type]
-            single = len(parts) == 1 and type(parts[0]) is bytes
-            self.onMessage(parts[0] if single else b"".join(parts), self.message_is_binary)  # type: ignore[attr-defined]
-        self.message_data = None
-
     # -- autobahn callbacks ------------------------------------------------------
 
     def onOpen(self) -> None:  # noqa: N802 - autobahn's name
@@ -362,7 +173,7 @@ class _StreamGlue:
         if self.opts.heartbeats is not None:
             self._arm_heartbeat(self.opts.heartbeats.send_after_idle)
         # frames we may build and parse ourselves: uncompressed ones
-        self._plain_frames = self._perMessageCompress is None
+        self._plain_frames = FAST and self._perMessageCompress is None
         self._frame_limit = self.opts.max_frame_payload or 2**63
         if self._plain_frames:
             self._fast_in = min(65535, self._frame_limit, self._max_out or 65535)
@@ -460,29 +271,17 @@ class _StreamGlue:
     def _write(self, msg: tuple[bytes, bool]) -> None:
         self._seen = True
         payload = msg[0]
-        n = len(payload)
-        if self._plain_frames and n <= self._frame_limit and self.state == self.STATE_OPEN:
-            # the common case built here (RFC 6455 §5.2: FIN, no RSV; masked from a
-            # client with a new random key): autobahn's sendMessage/sendFrame cost
-            # more than the rest of the path together
-            op = 0x82 if msg[1] else 0x81
-            masked = 0 if self.side == "server" else 0x80
-            if n < 126:
-                head = bytes((op, n | masked))
-            elif n < 65536:
-                head = _HEAD16.pack(op, 126 | masked, n)
-            else:
-                head = _HEAD64.pack(op, 127 | masked, n)
-            if masked:
-                key = os.urandom(4)
-                self.sendData(head + key + unmask(payload, key))
-            else:
-                self.sendData(head + payload)
+        if self._plain_frames and len(payload) <= self._frame_limit and self.state == self.STATE_OPEN:
+            self.send_frame(payload, msg[1])  # frames.FastFrames: built here, not by autobahn
             return
         try:
             self.sendMessage(payload, msg[1])  # type: ignore[attr-defined]
         except Disconnected:  # closing: the message is lost, as a write after a TCP reset
             pass
+
+    def send_frame(self, payload: bytes, binary: bool) -> None:
+        """Send one whole message (replaced by :class:`~.frames.FastFrames`)."""
+        self.sendMessage(payload, binary)  # type: ignore[attr-defined]
 
     def _finish(self) -> None:
         """The sender closed and flushed: send our close frame (RFC 6455 §5.5.1)."""
@@ -621,7 +420,11 @@ class _StreamGlue:
         }
 
 
-class ServerProtocol(_StreamGlue, WebSocketServerProtocol):  # type: ignore[misc]
+#: The fast path's mixin, or nothing when the probe found autobahn changed.
+_FAST_BASES: tuple[type, ...] = (FastFrames,) if FAST else ()
+
+
+class ServerProtocol(*_FAST_BASES, _StreamGlue, WebSocketServerProtocol):  # type: ignore[misc]
     """The server side, handed the connection by the HTTP/1.1 protocol (TWISTED-NOTES §2)."""
 
     side = "server"
@@ -644,7 +447,7 @@ class ServerProtocol(_StreamGlue, WebSocketServerProtocol):  # type: ignore[misc
         super().failHandshake(reason, code, responseHeaders)
 
 
-class ClientProtocol(_StreamGlue, WebSocketClientProtocol):  # type: ignore[misc]
+class ClientProtocol(*_FAST_BASES, _StreamGlue, WebSocketClientProtocol):  # type: ignore[misc]
     """The client side of :func:`~aleph_tx.http._websocket.websocket_client`."""
 
     side = "client"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _ws_helpers import AsyncioThread, RawClient, bounded, frame, until
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.web import resource, server
-from ws_helpers import AsyncioThread, RawClient, bounded, frame, until
 
 from aleph_tx import stream as s
 from aleph_tx import tls

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from ws_helpers import (
+from _ws_helpers import (
     AsyncioThread,
     RawClient,
     WebsocketsEchoServer,
@@ -21,6 +19,8 @@ from ws_helpers import (
     frame,
     until,
 )
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
 from aleph_tx import tls
@@ -206,7 +206,7 @@ async def test_handler_that_refuses_or_non_upgrade_gets_400(servers: list[Any]) 
             raise
         return None
 
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http._server.serve import start_server
 
     srv = start_server(handler, port=0, host="127.0.0.1")
     servers.append(srv)
@@ -428,7 +428,7 @@ async def test_ours_both_ways_puts_and_types(servers: list[Any]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_wss_with_self_signed_context() -> None:
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http._server.serve import start_server
 
     async def handler(req: dict[str, Any]) -> None:
         conn = await websocket_connection(req)
@@ -453,7 +453,7 @@ async def test_wss_with_self_signed_context() -> None:
 async def test_websockets_client_over_wss(aio: AsyncioThread) -> None:
     import ssl
 
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http._server.serve import start_server
 
     async def handler(req: dict[str, Any]) -> None:
         conn = await websocket_connection(req)
@@ -544,7 +544,7 @@ async def test_client_headers_and_query_reach_the_handler(servers: list[Any]) ->
         conn = await websocket_connection(req)
         s.connect(conn, conn)
 
-    from aleph_tx.http._serve import start_server
+    from aleph_tx.http._server.serve import start_server
 
     srv = start_server(handler, port=0, host="127.0.0.1")
     servers.append(srv)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http._websocket.options import (
+from aleph_tx.http._ring.upgrade import (
     Heartbeats,
     WSOptions,
     check_close,

@@ -6,6 +6,13 @@ worker thread, never the reactor). The response iterable is streamed out: each
 chunk is put into the response body stream from the worker thread, which waits
 until the connection accepts it (backpressure); a list or tuple result (the
 common case) is sent whole with its length.
+
+If the client goes away, the response body is dropped: the app's next write (or
+the next chunk of its iterable) ends the worker's job quietly, so a worker never
+waits forever on a connection that is gone and the process can exit. An app that
+blocks on something else (a sleep, a lock) still holds its thread until it returns:
+Python cannot stop a thread, so ``shutdown_timeout`` bounds the connections, not the
+app's own work.
 """
 
 from __future__ import annotations
@@ -90,6 +97,12 @@ def build_environ(req: dict[str, Any], wsgi_input: Any) -> dict[str, Any]:
     return environ
 
 
+def _publish(state: dict[str, Any], stream: Stream, fire: Any, response: dict[str, Any]) -> None:
+    """On the reactor thread: the response body stream exists; the head goes out."""
+    state["stream"] = stream
+    fire(response)
+
+
 def _status_code(status: str) -> int:
     try:
         return int(status.split(" ", 1)[0])
@@ -120,15 +133,25 @@ def wrap_wsgi(app: WSGIApp, reactor: Any = None) -> Callable[[dict[str, Any]], D
 
 
 def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, Any]]:
-    d: Deferred[dict[str, Any]] = Deferred()
+    state: dict[str, Any] = {"status": None, "headers": None, "sent": False, "stream": None}
+
+    def cancel(_: object) -> None:
+        # the client went away: a response body the app is still writing is dropped,
+        # so its blocked put returns False and the worker thread ends
+        stream = state["stream"]
+        if stream is not None:
+            stream._drop()
+
+    d: Deferred[dict[str, Any]] = Deferred(cancel)
     body = req["body"]
     wsgi_input = byte_streams.to_input_stream(body if body is not None else b"", reactor=reactor)
     environ = build_environ(req, wsgi_input)
-    state: dict[str, Any] = {"status": None, "headers": None, "sent": False, "stream": None}
 
     def fire(response: dict[str, Any]) -> None:
         if not d.called:
             d.callback(response)
+        elif isinstance(response["body"], Stream):
+            response["body"]._drop()  # cancelled meanwhile: nobody will take
 
     def fail(exc: BaseException) -> None:
         if not d.called:
@@ -161,10 +184,9 @@ def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, 
     def send_head() -> Stream:
         # called in the worker thread, before the first chunk
         stream = Stream()
-        state["stream"] = stream
         state["sent"] = True
         response = {"status": state["status"], "headers": state["headers"], "body": stream}
-        reactor.callFromThread(fire, response)
+        blockingCallFromThread(reactor, _publish, state, stream, fire, response)
         return stream
 
     def write(chunk: bytes) -> None:

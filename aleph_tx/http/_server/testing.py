@@ -1,6 +1,6 @@
 """``request(handler, ...)``: the real HTTP/1.1 protocol over an in-memory transport.
 
-The request is written as bytes into :class:`~aleph_tx.http._h1.HTTP11Protocol`
+The request is written as bytes into :class:`~aleph_tx.http._server.h1.HTTP11Protocol`
 (the server's own code, limits included) over a
 :class:`~twisted.internet.testing.StringTransport`; the bytes it answers are parsed
 back with httptools. What passes here passes in production.
@@ -19,9 +19,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from aleph_tx.errors import ConnectionLostError, ProtocolError
-from aleph_tx.http._h1 import HTTP11Protocol, HTTPFactory
-from aleph_tx.http._limits import make_options
+from aleph_tx.http._ring.limits import make_options
 from aleph_tx.http._ring.request import headers_dict
+from aleph_tx.http._server.exchange import Runner
+from aleph_tx.http._server.h1 import HTTP11Protocol, HTTPFactory
 from aleph_tx.stream import Stream
 
 __all__ = ["MemoryTransport", "request"]
@@ -160,8 +161,7 @@ def request(
         a complete response (e.g. a body that failed mid-stream).
     :raises TypeError: for an unknown option name.
     """
-    opts = make_options(options)
-    factory = HTTPFactory(handler, opts)
+    factory = HTTPFactory(Runner(handler, make_options(options)))
     factory.scheme = "http"
     proto = factory.buildProtocol(None)
     verb = method.upper()

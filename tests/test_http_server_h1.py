@@ -15,17 +15,20 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from aleph_tx import stream as s
 from aleph_tx.errors import WebSocketHandshakeError
-from aleph_tx.http import _h1
-from aleph_tx.http._h1 import ConnState, HTTP11Protocol, HTTPFactory, UpgradeRequest
-from aleph_tx.http._limits import make_options
+from aleph_tx.http._ring.limits import make_options
+from aleph_tx.http._server import h1 as _h1
+from aleph_tx.http._server.exchange import Runner, UpgradeRequest
+from aleph_tx.http._server.h1 import ConnState, HTTP11Protocol, HTTPFactory
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -39,7 +42,7 @@ class CountingTransport(StringTransport):
 
 
 def connect(handler: Handler, **options: Any) -> tuple[HTTP11Protocol, CountingTransport]:
-    factory = HTTPFactory(handler, make_options(options), reactor=object())
+    factory = HTTPFactory(Runner(handler, make_options(options), MemoryReactorClock()))
     proto = factory.buildProtocol(None)
     t = CountingTransport()
     proto.makeConnection(t)
@@ -150,7 +153,7 @@ class BasicsTests(SynchronousTestCase):
         assert parse(t.value())[0]["status"] == 204
 
     def test_fast_and_general_request_dicts_agree(self) -> None:
-        """The inline (bodiless) request dict equals what _ring.build_request builds."""
+        """The reader's request dict is what _ring.build_request builds."""
         from aleph_tx.http._ring.request import build_request
 
         for head in (
@@ -715,20 +718,24 @@ class UpgradeTests(SynchronousTestCase):
                 req.upgrade.hand_off(echo)
             return {"status": 200, "body": "ignored"}  # ignored after the hand-off (fast path)
 
+        lost: list[Any] = []
+        echo.connectionLost = lost.append  # type: ignore[method-assign]
         proto, t = connect(h)
-        proto.dataReceived(GET)  # warms the fast path's caches for a 200 "ignored"
+        proto.dataReceived(GET)  # a plain response first: the return value is ignored only after
         t.clear()
-        t.protocol = proto  # type: ignore[attr-defined]
         proto.dataReceived(self.UPGRADE + b"abc")
         assert t.value() == echo.got.upper()  # only what the new protocol wrote
-        assert t.protocol is echo  # type: ignore[attr-defined]
+        assert echo.transport is t
         # the head is rebuilt from the request dict: lower-case names (RFC 9110 §5.1)
         assert (
             echo.got == b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nabc"
         )
         assert proto.state is ConnState.HANDED_OFF
         assert t.producerState == "producing"
-        echo.connectionLost(None)  # type: ignore[arg-type]
+        proto.dataReceived(b"def")  # later bytes go to the new protocol
+        assert echo.got.endswith(b"abcdef")
+        proto.connectionLost(Failure(ConnectionDone()))  # and so does the connection's loss
+        assert len(lost) == 1 and lost[0].check(ConnectionDone)
         assert proto.state is ConnState.CLOSED
 
 
@@ -871,7 +878,7 @@ def _body_pair() -> tuple[s.Stream, s.Stream]:
     """``(a, b)``: what is put into ``a`` is sent as a chunked request body; ``b`` is ``req["body"]``."""
     bodies: list[s.Stream] = []
     factory = HTTPFactory(
-        lambda req: bodies.append(req["body"]) or Deferred(), make_options({}), reactor=object()
+        Runner(lambda req: bodies.append(req["body"]) or Deferred(), make_options({}), MemoryReactorClock())
     )
     proto = factory.buildProtocol(None)
     t = _PumpTransport()

@@ -8,8 +8,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from aleph_tx import stream as s
-from aleph_tx.http._sse import format_event, sse
-from aleph_tx.http._testing import request
+from aleph_tx.http import sse
+from aleph_tx.http._ring.sse import format_event
+from aleph_tx.http._server.testing import request
 
 
 @pytest.mark.parametrize(

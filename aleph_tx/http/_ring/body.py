@@ -1,14 +1,14 @@
-"""Response body coercion (pure): every body type of API.md to bytes or a chunk source.
+"""Response body coercion (pure): every body type a handler may return, to bytes or chunks.
 
 :func:`coerce_body` answers one of three things:
 
 - ``bytes``: the whole body is here, its length is known (``None``, ``str``,
   bytes-likes);
-- a :class:`ChunkSource`: chunks to send as they come, with ``length`` known
-  (``pathlib.Path``) or ``None`` (file objects, iterables, async iterables,
-  :class:`~aleph_tx.stream.Stream`);
-- a :class:`~twisted.internet.defer.Deferred` (from a Deferred or a coroutine):
-  the front waits for it and coerces its result again.
+- a :class:`~aleph_tx._chunks.ChunkSource`: chunks to send as they come, with
+  ``length`` known (``pathlib.Path``) or ``None`` (file objects, iterables, async
+  iterables, streams: anything with a Manifold ``take``);
+- an awaitable (a Deferred, a coroutine, a future): the front waits for it and
+  coerces its result again.
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ from __future__ import annotations
 import inspect
 import os
 import pathlib
-import zlib
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any
 
-from twisted.internet.defer import Deferred
-
 from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
-from aleph_tx.stream import Stream
 
-__all__ = ["CHUNK_SIZE", "Gzipper", "accepts_gzip", "coerce_body"]
+__all__ = ["CHUNK_SIZE", "coerce_body"]
 
 #: Read size for files and paths: 64 KiB, Twisted's socket read size too.
 CHUNK_SIZE = 65536
@@ -61,17 +57,26 @@ def _aclose(obj: Any) -> Callable[[], None]:
             return
         result = aclose()
         if inspect.iscoroutine(result):
-            Deferred.fromCoroutine(result).addErrback(lambda _: None)
+            # an async generator's aclose() finishes at once unless it awaits in a
+            # finally block: run it one step; what it awaits is not waited for
+            try:
+                result.send(None)
+            except StopIteration:
+                pass
+            except Exception:  # errors while closing an abandoned body do not matter
+                pass
+            finally:
+                result.close()
 
     return close
 
 
-def coerce_body(body: Any, chunk_size: int = CHUNK_SIZE) -> bytes | ChunkSource | Deferred[Any]:
-    """Coerce a response ``body`` (any type of API.md) for sending.
+def coerce_body(body: Any, chunk_size: int = CHUNK_SIZE) -> bytes | ChunkSource | Awaitable[Any]:
+    """Coerce a response ``body`` (any type a handler may return) for sending.
 
     :param body: the ``body`` of a response dict.
     :param chunk_size: read size for files and paths.
-    :returns: ``bytes``, a :class:`ChunkSource` or a Deferred of a body.
+    :returns: ``bytes``, a :class:`ChunkSource` or an awaitable of a body.
     :raises TypeError: for a body of no supported type (named in the message).
     :raises OSError: for a ``pathlib.Path`` that cannot be read.
     """
@@ -83,11 +88,10 @@ def coerce_body(body: Any, chunk_size: int = CHUNK_SIZE) -> bytes | ChunkSource 
         return body.encode("utf-8")
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
-    if isinstance(body, Deferred):
+    if inspect.isawaitable(body):
         return body
-    if inspect.iscoroutine(body):
-        return Deferred.fromCoroutine(body)
-    if isinstance(body, Stream):
+    if callable(getattr(body, "take", None)) and callable(getattr(body, "close", None)):
+        # a Manifold stream (duck-typed: this module imports no stream code)
         return ChunkSource(SourceKind.STREAM, body, None, body.close)
     if isinstance(body, pathlib.PurePath):
         path = pathlib.Path(body)
@@ -112,49 +116,3 @@ def coerce_body(body: Any, chunk_size: int = CHUNK_SIZE) -> bytes | ChunkSource 
         raise TypeError(f"unsupported response body {body!r}")
     it = iter(body)
     return ChunkSource(SourceKind.ITERATOR, it, None, _close_quietly(it))
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an ``Accept-Encoding`` value accepts gzip (RFC 9110 §12.5.3; ``q=0`` refuses)."""
-    if not accept_encoding:
-        return False
-    star = False
-    for item in accept_encoding.lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        coding = coding.strip()
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if coding in ("gzip", "x-gzip"):
-            return q > 0
-        if coding == "*":
-            star = q > 0
-    return star
-
-
-class Gzipper:
-    """Streaming gzip: every chunk is flushed (``Z_SYNC_FLUSH``) so events are not held back."""
-
-    __slots__ = ("_z",)
-
-    def __init__(self) -> None:
-        self._z = zlib.compressobj(6, zlib.DEFLATED, 31)
-
-    def chunk(self, data: bytes) -> bytes:
-        """Compressed bytes for ``data``, flushed."""
-        return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
-
-    def finish(self) -> bytes:
-        """The end of the gzip member."""
-        return self._z.flush(zlib.Z_FINISH)
-
-    @staticmethod
-    def whole(data: bytes) -> bytes:
-        """``data`` gzipped in one go."""
-        z = zlib.compressobj(6, zlib.DEFLATED, 31)
-        return z.compress(data) + z.flush()

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from aleph_tx.http import start_server, wrap_wsgi
-from aleph_tx.http._wsgi import build_environ
+from aleph_tx.http._server.wsgi import build_environ
 
 flask = pytest.importorskip("flask")
 

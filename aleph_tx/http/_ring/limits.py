@@ -11,18 +11,23 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from aleph_tx.http._ring.versions import check_http_versions
+
 __all__ = [
     "DEFAULTS",
+    "SERVER_VERSIONS",
     "ServerOptions",
     "check_content_length",
     "check_framing",
     "check_header_size",
     "check_request_line",
     "check_version",
+    "check_versions_tls",
+    "is_tls_listen",
     "make_options",
 ]
 
-#: The ``start_server`` options and their defaults (API.md).
+#: The ``start_server`` options and their defaults.
 DEFAULTS: Mapping[str, Any] = {
     # No default cap: the body is a stream with backpressure, so memory stays
     # bounded whatever the size; set one to refuse large uploads early (413).
@@ -33,6 +38,9 @@ DEFAULTS: Mapping[str, Any] = {
     "max_header_size": 8192,
     "idle_timeout": None,
     "shutdown_timeout": 15,
+    # 60 s, as nginx's client_header_timeout: a client trickling a head, or an idle
+    # keep-alive connection, holds a socket at most this long.
+    "header_timeout": 60,
     "continue_handler": None,
     "error_handler": None,
     "compression": False,
@@ -41,18 +49,20 @@ DEFAULTS: Mapping[str, Any] = {
     "clock": None,
 }
 
-_VERSIONS = frozenset({"http/1.1", "h2"})
+#: The protocols ``start_server`` speaks (``h3`` joins when HTTP/3 is installed).
+SERVER_VERSIONS = ("http/1.1", "h2")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerOptions:
-    """Validated ``start_server`` options (see :data:`DEFAULTS` and API.md)."""
+    """Validated ``start_server`` options (see :data:`DEFAULTS`)."""
 
     max_request_body_size: int | None = None
     max_initial_line_length: int = 8192
     max_header_size: int = 8192
     idle_timeout: float | None = None
     shutdown_timeout: float = 15
+    header_timeout: float | None = 60
     continue_handler: Callable[[dict[str, Any]], Any] | None = None
     error_handler: Callable[[dict[str, Any], Any], Any] | None = None
     compression: bool = False
@@ -95,6 +105,9 @@ def make_options(options: Mapping[str, Any]) -> ServerOptions:
     shutdown = merged["shutdown_timeout"]
     if not _is_number(shutdown) or shutdown < 0:
         raise ValueError(f"shutdown_timeout must be a number >= 0, not {shutdown!r}")
+    head = merged["header_timeout"]
+    if head is not None and (not _is_number(head) or head <= 0):
+        raise ValueError(f"header_timeout must be None or a number > 0, not {head!r}")
     for name in ("continue_handler", "error_handler"):
         fn = merged[name]
         if fn is not None and not callable(fn):
@@ -103,17 +116,29 @@ def make_options(options: Mapping[str, Any]) -> ServerOptions:
         raise ValueError(f"compression must be a bool, not {merged['compression']!r}")
     if merged["executor"] not in (None, "thread"):
         raise ValueError(f"executor must be None or 'thread', not {merged['executor']!r}")
-    versions = merged["http_versions"]
-    if isinstance(versions, str) or not isinstance(versions, Sequence):
-        raise ValueError(f"http_versions must be a sequence of 'http/1.1'/'h2', not {versions!r}")
-    versions = tuple(versions)
-    for v in versions:
-        if v not in _VERSIONS:
-            raise ValueError(f"unknown HTTP version {v!r} in http_versions (known: 'http/1.1', 'h2')")
+    versions = check_http_versions(merged["http_versions"], SERVER_VERSIONS)
     if "http/1.1" not in versions:
         raise ValueError(f"http_versions must include 'http/1.1', not {versions!r}")
     merged["http_versions"] = versions
     return ServerOptions(**merged)
+
+
+def check_versions_tls(versions: Sequence[str], tls: bool) -> None:
+    """:raises ValueError: for ``h2`` (or ``h3``) without TLS: ALPN negotiates them (RFC 7301)."""
+    for v in versions:
+        if v != "http/1.1" and not tls:
+            raise ValueError(
+                f"http_versions with {v!r} needs TLS (ssl_context=, or ssl: endpoints): "
+                "it is negotiated with ALPN"
+            )
+
+
+def is_tls_listen(listen: str | Sequence[str] | None, ssl_context: Any) -> bool:
+    """Whether a ``start_server`` ``listen``/``ssl_context`` pair serves TLS only."""
+    if listen is None:
+        return ssl_context is not None
+    descriptions = [listen] if isinstance(listen, str) else list(listen)
+    return bool(descriptions) and all(d.lower().startswith("ssl:") for d in descriptions)
 
 
 def check_request_line(method_len: int, url_len: int, max_initial_line_length: int) -> int | None:
@@ -157,16 +182,23 @@ def _digits(v: str) -> bool:
     return v.isascii() and v.isdigit()
 
 
-def check_framing(content_lengths: Sequence[str], transfer_encodings: Sequence[str]) -> int | None:
+def check_framing(
+    content_lengths: Sequence[str], transfer_encodings: Sequence[str], version: str = "1.1"
+) -> int | None:
     """400 for ambiguous body framing (RFC 9112 §6.1, §6.3): refuse, never guess.
 
     :param content_lengths: every ``Content-Length`` field value, as received.
     :param transfer_encodings: every ``Transfer-Encoding`` field value, as received.
-    :returns: 400 for both headers, differing or invalid lengths, or a transfer
-        coding list that does not end in ``chunked``; 501 for a transfer coding this
-        server does not implement before a final ``chunked`` (RFC 9112 §6.1); else ``None``.
+    :param version: the request's HTTP version (``"1.0"`` or ``"1.1"``).
+    :returns: 400 for both headers, differing or invalid lengths, a transfer coding
+        list that does not end in ``chunked``, or any transfer coding in an HTTP/1.0
+        request (RFC 9112 §6.1: such a message is faulty; answering it and keeping the
+        connection would invite request smuggling); 501 for a transfer coding this
+        server does not implement before a final ``chunked``; else ``None``.
     """
     if content_lengths and transfer_encodings:
+        return 400
+    if transfer_encodings and version == "1.0":
         return 400
     if content_lengths:
         values = {v.strip() for cl in content_lengths for v in cl.split(",")}

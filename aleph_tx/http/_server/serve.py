@@ -1,4 +1,4 @@
-"""``start_server`` and the eager write path (TWISTED-NOTES §3).
+"""``start_server`` and the eager write path (docs/internals.rst, "The eager write path").
 
 Twisted's ``tcp.Connection.write`` always buffers and registers the socket for
 writability: two ``epoll_ctl`` calls per response. :class:`EagerServer` sends at
@@ -19,8 +19,10 @@ from twisted.logger import Logger
 
 from aleph_tx._server import Server
 from aleph_tx._server import listen as _listen
-from aleph_tx.http._h1 import HTTPFactory
-from aleph_tx.http._limits import make_options
+from aleph_tx._time import get_reactor
+from aleph_tx.http._ring.limits import check_versions_tls, is_tls_listen, make_options
+from aleph_tx.http._server.exchange import Runner
+from aleph_tx.http._server.h1 import HTTPFactory
 
 __all__ = ["EagerServer", "eager_write_supported", "install_eager", "start_server"]
 
@@ -137,30 +139,25 @@ def start_server(
     if not callable(handler):
         raise TypeError(f"handler must be callable, not {handler!r}")
     opts = make_options(options)
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-    factory = HTTPFactory(handler, opts, reactor)
+    reactor = get_reactor(reactor)
+    runner = Runner(handler, opts, reactor)
+    factory = HTTPFactory(runner)
     top: Any = factory
+    check_versions_tls(opts.http_versions, is_tls_listen(listen, ssl_context))
     if "h2" in opts.http_versions:
-        descriptions = [listen] if isinstance(listen, str) else list(listen or [])
-        tls = (
-            ssl_context is not None
-            if listen is None
-            else all(d.lower().startswith("ssl:") for d in descriptions)
-        )
-        if not tls:
+        if opts.continue_handler is not None:
             raise ValueError(
-                "http_versions with 'h2' needs TLS (ssl_context=, or ssl: endpoints): HTTP/2 is negotiated with ALPN"
+                "continue_handler is honoured on HTTP/1.1 only: twisted.web's HTTP/2 answers "
+                "'Expect: 100-continue' itself; leave 'h2' out of http_versions to use it"
             )
-        from aleph_tx.http._resource import ALPNFactory, make_site, to_resource
+        from aleph_tx.http._server.alpn import ALPNFactory
+        from aleph_tx.http._server.web import make_site, resource_for
 
-        site = make_site(to_resource(handler, **options), opts.max_request_body_size, opts.idle_timeout)
-        top = ALPNFactory(factory, site)
+        site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
+        top = ALPNFactory(factory, site, reactor)
     ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
     for p in ports:
         install_eager(p)
-    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=factory.clock)
+    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=runner.clock)
     factory.server = server
     return server

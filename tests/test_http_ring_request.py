@@ -6,15 +6,8 @@ from typing import Any
 
 import pytest
 
-from aleph_tx.http._ring.request import (
-    build_request,
-    encode_headers,
-    headers_dict,
-    http_date,
-    response_parts,
-    split_target,
-    status_line,
-)
+from aleph_tx.http._ring.request import build_request, headers_dict, split_target
+from aleph_tx.http._ring.response import encode_headers, http_date, response_parts, status_line
 
 
 def test_headers_lower_case_and_joined() -> None:

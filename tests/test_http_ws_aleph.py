@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from _ws_helpers import bounded
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
-from ws_helpers import bounded
 
 from aleph_tx import stream as s
-from aleph_tx.http._serve import start_server
+from aleph_tx.http._server.serve import start_server
 from aleph_tx.http._websocket.api import (
     websocket_client,
     websocket_close,

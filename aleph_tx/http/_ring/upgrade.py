@@ -63,7 +63,7 @@ class Heartbeats:
 
 @dataclass(frozen=True)
 class WSOptions:
-    """Validated WebSocket options (see API.md, "ws option" table).
+    """Validated WebSocket options (see :doc:`websockets`, the options table).
 
     ``max_frame_payload``/``max_message_size`` of ``None`` mean no limit; ``clock``
     (an ``IReactorTime``, ``None``: the reactor) runs the heartbeat timers.

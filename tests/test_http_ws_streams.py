@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _ws_helpers import RawClient, WSServer, bounded, frame, until
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
-from ws_helpers import RawClient, WSServer, bounded, frame, until
 
 from aleph_tx.http._websocket.api import websocket_client, websocket_ping
 from aleph_tx.testing import check_stream

@@ -1,4 +1,4 @@
-"""Table tests of aleph_tx.http._limits (pure)."""
+"""Table tests of aleph_tx.http._ring.limits (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aleph_tx.http._limits import (
+from aleph_tx.http._ring.limits import (
     DEFAULTS,
     check_content_length,
     check_framing,

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from _ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer, bounded, frame, until
 from hypothesis import given
 from hypothesis import strategies as st
-from ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer, bounded, frame, until
 
 from aleph_tx.http._websocket.api import websocket_client
-from aleph_tx.http._websocket.glue import unmask
+from aleph_tx.http._websocket import frames, glue
+from aleph_tx.http._websocket.frames import unmask
 
 
 @given(payload=st.binary(max_size=3000), mask=st.binary(min_size=4, max_size=4))
@@ -68,6 +69,30 @@ def _script(sizes: list[int]) -> tuple[bytes, list[tuple[int, bytes]]]:
     return b"".join(sent), expected
 
 
+def test_probe_accepts_the_installed_autobahn() -> None:
+    assert frames.probe() is True and frames.FAST is True
+
+
+def test_probe_refuses_an_autobahn_whose_internals_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+
+    def send_data(self: Any, data: bytes, flush: bool = False) -> None:  # a changed signature
+        raise AssertionError("not called by the probe")
+
+    monkeypatch.setattr(WebSocketServerProtocol, "sendData", send_data)
+    assert frames.probe() is False
+    monkeypatch.undo()
+    monkeypatch.setattr(WebSocketServerProtocol, "_closeConnection", None)  # gone
+    assert frames.probe() is False
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "autobahn-path"])
+def fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run with the fast path, and with autobahn's path as when the probe fails."""
+    monkeypatch.setattr(glue, "FAST", request.param)
+    return bool(request.param)
+
+
 @pytest.mark.parametrize(
     ("step", "sizes"),
     [(0, SIZES), (1, SIZES[:5]), (7, SIZES), (4096, SIZES)],
@@ -75,8 +100,18 @@ def _script(sizes: list[int]) -> tuple[bytes, list[tuple[int, bytes]]]:
 )
 @pytest_twisted.ensureDeferred
 async def test_echo_of_every_size_however_the_bytes_arrive(
-    server: WSServer, step: int, sizes: list[int]
+    server: WSServer, step: int, sizes: list[int], fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    parsed: list[int] = []
+    original = frames.FastFrames._fast_frames
+
+    def counting(self: Any) -> Any:
+        more = original(self)
+        if more is not None:
+            parsed.append(1)
+        return more
+
+    monkeypatch.setattr(frames.FastFrames, "_fast_frames", counting)
     data, expected = _script(sizes)
     raw = RawClient()
     if step == 0:
@@ -92,7 +127,9 @@ async def test_echo_of_every_size_however_the_bytes_arrive(
 
     await until(lambda: len(echoed()) >= len(expected), seconds=10)
     assert echoed() == expected
-    assert server.conns[0]._ws._fast_in == 65535  # the fast path took the common frames
+    # the fast path took the common frames, or was not used at all
+    assert server.conns[0]._ws._fast_in == (65535 if fast else 0)
+    assert bool(parsed) is fast
     raw.write(frame(8, (1000).to_bytes(2, "big")))
     await bounded(raw.lost)
     assert server.conns[0].description()["close_code"] == 1000

@@ -13,7 +13,7 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from aleph_tx import stream as s
-from aleph_tx.http._serve import start_server
+from aleph_tx.http._server.serve import start_server
 from aleph_tx.http._websocket.api import websocket_connection
 
 TIMEOUT = 20.0

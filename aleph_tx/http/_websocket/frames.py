@@ -1,0 +1,365 @@
+"""The common WebSocket frame, parsed and built here (RFC 6455 §5.2); autobahn does the rest.
+
+Profiled, autobahn's per-frame machinery (a frame header object, a masker object
+and five callbacks per frame, a debug line formatted per read and per frame) was
+most of an echo's CPU (docs/internals.rst, "The WebSocket fast path";
+``bench/bench_ws.py`` keeps it). :class:`FastFrames`, mixed in before autobahn's
+protocol classes, handles:
+
+- incoming: FIN, no RSV bits, text or binary, masked from a client (unmasked from a
+  server), at most 64 KiB and within the limits, whole in the buffer, between
+  messages, no compression; anything else, or text that is not UTF-8, goes to
+  autobahn's parser, which does the rest (control frames, fragments, limits, close
+  codes) as before;
+- outgoing: whole uncompressed messages within the frame limit (masked with a new
+  random key from a client);
+- writes made while a read is processed are corked into one (an echo answers a
+  read with one write, not one per frame), at most ``CORK_LIMIT`` bytes held back.
+
+It relies on autobahn internals, so :func:`probe` checks them at import against
+an in-memory autobahn handshake; if anything is missing or different, :data:`FAST`
+is ``False`` and the glue uses autobahn's own path for everything.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import struct
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["CORK_LIMIT", "FAST", "FastFrames", "encode_frame", "probe", "unmask"]
+
+_log = Logger()
+
+#: bytes of frames held back during one read before they are written anyway
+CORK_LIMIT = 65536
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask`` (RFC 6455 §5.3; masking is the same).
+
+    Up to 1 KiB as one big-int XOR (a few times cheaper than autobahn's per-frame
+    masker object); above, autobahn's masker (vectorised C when available) is faster.
+    """
+    n = len(payload)
+    if n > 1024:
+        return create_xor_masker(mask, n).process(payload)  # type: ignore[no-untyped-call, no-any-return]
+    if not n:
+        return payload
+    key = (mask * ((n + 3) >> 2))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+def encode_frame(payload: bytes, binary: bool, masked: bool) -> bytes:
+    """One whole message as one frame (RFC 6455 §5.2: FIN, no RSV), masked from a client."""
+    op = 0x82 if binary else 0x81
+    n = len(payload)
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((op, n | bit))
+    elif n < 65536:
+        head = _HEAD16.pack(op, 126 | bit, n)
+    else:
+        head = _HEAD64.pack(op, 127 | bit, n)
+    if masked:
+        key = os.urandom(4)
+        return head + key + unmask(payload, key)
+    return head + payload
+
+
+class FastFrames:
+    """The fast path, mixed in before the stream glue and autobahn's protocol class.
+
+    It needs, from the glue: ``receiver``, ``side``, ``_fast_in`` (the largest
+    payload parsed here; 0: none), ``_peer_closed``, ``_seen``.
+    """
+
+    # provided by the glue and by autobahn
+    side: str
+    receiver: Any
+    _fast_in: int
+    _peer_closed: bool
+    _seen: bool
+    state: int
+    STATE_OPEN: int
+    STATE_CLOSED: int
+    transport: Any
+
+    # autobahn's _connectionMade copies the factory's defaults for every option
+    # an instance lacks, then pformat()s them all for a debug line that is usually
+    # off: a third of a handshake's CPU. We copy them ourselves (same rule) and
+    # give autobahn an empty list.
+    CONFIG_ATTRS: tuple[str, ...] = ()
+    _AUTOBAHN_ATTRS: tuple[str, ...] = ()
+
+    def _connectionMade(self) -> None:  # noqa: N802 - autobahn's name
+        factory = self.factory  # type: ignore[attr-defined]
+        for name in self._AUTOBAHN_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        super()._connectionMade()  # type: ignore[misc]
+
+    # autobahn formats a debug line (with click styling) on every read and every
+    # frame sent, even with debug logging off: ~30 µs each. The hot paths below
+    # do what autobahn's do without it.
+
+    #
+    # Frames sent while a read is being processed (an echo answering each message
+    # of the read) are corked and written once at its end: one write per read
+    # instead of one per frame (each write may be a send(2) on an eager transport).
+    # At most CORK_LIMIT bytes are held back.
+
+    _cork: list[bytes] | None = None
+    _corked = 0
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        """Bytes from the transport: to autobahn's frame parser; then write what it answered."""
+        if self._cork is not None:  # re-entered: the outer call flushes
+            self._dataReceived(data)  # type: ignore[attr-defined]
+            return
+        self._cork = []
+        try:
+            self._dataReceived(data)  # type: ignore[attr-defined]
+        finally:
+            self._uncork()
+
+    # The common incoming frame (RFC 6455 §5.2): FIN, no RSV bits, text or binary,
+    # masked from a client (unmasked from a server), at most 64 KiB and within the
+    # limits, whole in the buffer, between messages, no compression. Parsed here:
+    # autobahn's parser builds a frame header object and a masker per frame and
+    # goes through five callbacks (most of the CPU of an echo). Anything else,
+    # or text that is not UTF-8, goes to autobahn's parser, which does the rest
+    # (control frames, fragments, limits, close codes) as before.
+
+    current_frame: Any
+    inside_message: bool
+    data: bytes
+    trafficStats: Any  # noqa: N815
+
+    def processData(self) -> bool:  # noqa: N802 - autobahn's name
+        """One step of autobahn's frame loop: our fast path first."""
+        if self._fast_in and self.current_frame is None and not self.inside_message:
+            more = self._fast_frames()
+            if more is not None:
+                return more
+        return super().processData()  # type: ignore[misc, no-any-return]
+
+    def _fast_frames(self) -> bool | None:
+        """Deliver the common frames at the head of the buffer; ``None`` if the first is not one.
+
+        All of them are parsed first and the buffer is cut once: cutting it after
+        each frame, as autobahn does, copies the rest of a large read per frame.
+        """
+        if self.state != self.STATE_OPEN:
+            return None
+        data = self.data
+        n = len(data)
+        masked = self.side == "server"
+        header = 6 if masked else 2
+        limit = self._fast_in
+        msgs: list[str | bytes] = []
+        octets = pos = 0
+        while n - pos >= 2:
+            b0 = data[pos]
+            if b0 != 0x81 and b0 != 0x82:
+                break
+            b1 = data[pos + 1]
+            if (b1 >= 0x80) is not masked:
+                break
+            length = b1 & 0x7F
+            start = pos + header
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 126:
+                    break  # not minimal: autobahn fails the connection
+                start += 2
+            elif length == 127:
+                break
+            end = start + length
+            if end > n or length > limit:
+                break
+            payload = data[start:end]
+            if masked:
+                payload = unmask(payload, data[start - 4 : start])
+            if b0 == 0x81:
+                try:
+                    msgs.append(payload.decode("utf-8"))
+                except UnicodeDecodeError:
+                    break  # autobahn closes with 1007
+            else:
+                msgs.append(payload)
+            octets += length
+            pos = end
+        if not msgs:
+            return None
+        self.data = rest = data[pos:]
+        stats = self.trafficStats
+        stats.incomingOctetsWebSocketLevel += octets
+        stats.incomingOctetsAppLevel += octets
+        stats.incomingWebSocketFrames += len(msgs)
+        stats.incomingWebSocketMessages += len(msgs)
+        self._seen = True
+        write = self.receiver.write
+        for msg in msgs:
+            if self._peer_closed or self.state == self.STATE_CLOSED:
+                break
+            write(msg)
+        return len(rest) > 0
+
+    def _uncork(self) -> None:
+        corked, self._cork = self._cork, None
+        self._corked = 0
+        if corked:
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
+        """Write ``data`` (corked during a read; autobahn's own path for ``sync``/``chopsize``)."""
+        if sync or chopsize or self.send_queue or self.logOctets:  # type: ignore[attr-defined]
+            self._uncork_keep()
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            return
+        cork = self._cork
+        if cork is not None:
+            cork.append(data)
+            self._corked += len(data)
+            if self._corked >= CORK_LIMIT:
+                # user code may run (and put) inside a read: past the limit, write,
+                # so the transport sees the bytes and can pause the producer
+                self._uncork_keep()
+        else:
+            self.transport.write(data)
+        if self.state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+
+    def _uncork_keep(self) -> None:
+        """Write what is corked now, staying corked (order with autobahn's own queue)."""
+        if self._cork:
+            corked, self._cork = self._cork, []
+            self._corked = 0
+            self.transport.write(b"".join(corked))
+
+    def _closeConnection(self, abort: bool = False) -> None:  # noqa: N802 - autobahn's name
+        """Write what is corked (a close frame) before closing the transport."""
+        self._uncork_keep()
+        super()._closeConnection(abort)  # type: ignore[misc]
+
+    def onMessageEnd(self) -> None:  # noqa: N802 - autobahn's name
+        """A message is complete: ``onMessage`` (without autobahn's per-message
+        observer future: nothing here listens to its ``"message"`` event)."""
+        if not self.failedByMe:  # type: ignore[attr-defined]
+            parts: list[bytes] = self.message_data  # type: ignore[has-type]
+            single = len(parts) == 1 and type(parts[0]) is bytes
+            self.onMessage(parts[0] if single else b"".join(parts), self.message_is_binary)  # type: ignore[attr-defined]
+        self.message_data = None
+
+    def send_frame(self, payload: bytes, binary: bool) -> None:
+        """Send one whole uncompressed message, built here (corked during a read)."""
+        self.sendData(encode_frame(payload, binary, self.side == "client"))
+
+
+def _pump(a: Any, ta: Any, b: Any, tb: Any) -> None:
+    """Move bytes between two in-memory protocols until both are quiet."""
+    for _ in range(10):
+        moved = False
+        for t, dst in ((ta, b), (tb, a)):
+            data = t.value()
+            if data:
+                t.clear()
+                dst.dataReceived(data)
+                moved = True
+        if not moved:
+            return
+
+
+def probe() -> bool:
+    """Whether autobahn has every internal :class:`FastFrames` relies on, as it expects.
+
+    An in-memory handshake between autobahn's own server and client; then the
+    attributes and signatures used here are checked, and a frame built by
+    :func:`encode_frame` must reach the server as a message.
+    """
+    try:
+        from twisted.internet.testing import StringTransport
+
+        got: list[Any] = []
+
+        class Server(WebSocketServerProtocol):
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+                got.append((payload, isBinary))
+
+        server, client = Server(), WebSocketClientProtocol()
+        server.factory = WebSocketServerFactory(server=None)  # type: ignore[no-untyped-call]
+        client.factory = WebSocketClientFactory("ws://probe/")  # type: ignore[no-untyped-call]
+        ts, tc = StringTransport(), StringTransport()
+        server.makeConnection(ts)  # type: ignore[no-untyped-call]
+        client.makeConnection(tc)  # type: ignore[no-untyped-call]
+        _pump(client, tc, server, ts)
+        stats = server.trafficStats
+        checks = [
+            server.state == server.STATE_OPEN == client.state,
+            all(
+                hasattr(server, n)
+                for n in (
+                    "data",
+                    "current_frame",
+                    "inside_message",
+                    "send_queue",
+                    "failedByMe",
+                    "_perMessageCompress",
+                    "logOctets",
+                )
+            ),
+            all(
+                hasattr(stats, n)
+                for n in (
+                    "incomingOctetsWebSocketLevel",
+                    "incomingOctetsAppLevel",
+                    "incomingWebSocketFrames",
+                    "incomingWebSocketMessages",
+                    "outgoingOctetsWireLevel",
+                )
+            ),
+            all(
+                callable(getattr(WebSocketServerProtocol, n, None))
+                for n in (
+                    "_dataReceived",
+                    "processData",
+                    "_closeConnection",
+                    "onMessageEnd",
+                    "_connectionMade",
+                )
+            ),
+            list(inspect.signature(WebSocketServerProtocol.sendData).parameters)[:4]
+            == ["self", "data", "sync", "chopsize"],
+            isinstance(WebSocketServerProtocol.CONFIG_ATTRS, (tuple, list)),
+            isinstance(WebSocketClientProtocol.CONFIG_ATTRS, (tuple, list)),
+        ]
+        server.dataReceived(encode_frame(b"probe", False, True))
+        checks.append(got == [(b"probe", False)])
+        for proto in (server, client):
+            proto.connectionLost(Failure(ConnectionDone()))  # nothing is left scheduled
+        return all(checks)
+    except Exception:
+        return False
+
+
+#: Whether :class:`FastFrames` may be used with the installed autobahn.
+FAST = probe()
+if not FAST:  # pragma: no cover - depends on the installed autobahn
+    _log.warn("WebSocket fast path disabled: autobahn's internals are not as expected")
