@@ -5,18 +5,19 @@ the state machine of its exchanges, in one place (:class:`ConnState`)::
 
     CONNECTING --ready--> IDLE --send--> SENDING --request written--> AWAITING_HEAD
     SENDING or AWAITING_HEAD --final response head--> READING_BODY --end--> DONE
-    DONE --reusable--> IDLE        DONE --not reusable--> BROKEN
+    DONE --body taken, reusable--> IDLE        DONE --not reusable--> BROKEN
     any state --peer close, protocol error, cancel, timeout, abort--> BROKEN (final)
 
-A connection goes back to the pool (:class:`PoolEvents` ``connection_reusable``)
-only when the whole response was received, the request was fully sent, neither side
-asked for ``Connection: close``, and no byte followed the response (no pipelining,
-RFC 9112 §9.3.2). Every other ending is BROKEN: the pool forgets it at once
-(``connection_gone``) and it is closed.
+A connection goes back to the pool (``PoolEvents.connection_reusable``) only when
+the whole response was received and handed to its reader, the request was fully
+sent, neither side asked for ``Connection: close``, and no byte followed the
+response (no pipelining, RFC 9112 §9.3.2). Every other ending is BROKEN: the pool
+forgets it at once (``connection_gone``) and it is closed.
 
-Each request is an :class:`H1Response` (a :class:`ResponseHandle`): its ``head``
-Deferred fires once the final response head arrived (1xx responses are skipped, RFC
-9110 §15.2), and its body is delivered to a :class:`BodySink`. Cancelling ``head``
+Each request is an :class:`~aleph_tx.http._client.body.H1Response` (a
+``ResponseHandle``): its ``head`` Deferred fires once the final response head
+arrived (1xx responses are skipped, RFC 9110 §15.2), and its body is delivered to a
+``BodySink``. Cancelling ``head``
 (or aborting the handle at any later stage) fails it at once and aborts the
 connection: an exchange is never sent again by this module. ``retryable`` says
 whether the pool's caller may send it again on a new connection: only when a reused

@@ -2,8 +2,8 @@
 
 When ALPN picks ``h2``, the pooled TLS connection's bytes go to an
 :class:`H2ClientConnection` (a multiplexed
-:class:`~aleph_tx.http._client.connection.PooledConnection`); each request is an
-:class:`H2ClientStream` (a :class:`~aleph_tx.http._client.connection.ResponseHandle`),
+:class:`~aleph_tx.http._client.pool.PooledConnection`); each request is an
+:class:`H2ClientStream` (a :class:`~aleph_tx.http._client.body.ResponseHandle`),
 so the rest of the client treats both protocols alike.
 
 Backpressure: received DATA is acknowledged (the flow control window reopened) only

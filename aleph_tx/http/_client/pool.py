@@ -1,9 +1,9 @@
 """The HTTP client's connection pool: per-host and total limits, waiters, idle timeout.
 
-The pool holds :class:`~aleph_tx.http._client.connection.PooledConnection` objects
-of any kind and learns what they do through the
-:class:`~aleph_tx.http._client.connection.PoolEvents` it implements
-(``connection_reusable``, ``connection_gone``); it never looks inside them.
+The pool holds :class:`PooledConnection` objects of any kind and learns what they
+do through the :class:`PoolEvents` it implements (``connection_reusable``,
+``connection_gone``); it never looks inside them. Both seams are defined here, with
+the :class:`ClientRequest` every connection kind sends.
 
 - A slot (of ``connections_per_host`` and of ``total_connections``) is held from
   the start of a connect until the connection is gone.
