@@ -3,11 +3,9 @@
 Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
 
 :class:`Receiver` (``IConsumer``, the inbound half)
-    ``write(data)`` puts ``data`` into a stream. While a put is pending, the
-    registered push producer (normally the transport) is paused; it is resumed
-    once every pending put has fired. So a connection stops reading while nobody
-    takes, and memory stays bounded by one read per connection. ``finish()``
-    closes the stream: what was received before can still be taken.
+    ``write(data)`` puts ``data`` into a stream, pausing the registered push
+    producer (normally the transport) while a put is pending: a connection stops
+    reading while nobody takes. ``finish()`` closes the stream's input.
 
 :class:`Sender` (``IPushProducer``, the outbound half)
     ``send(msg)`` writes at once while the consumer (the transport) has room and
@@ -23,14 +21,9 @@ Written once, reused by TCP, TLS, HTTP bodies and WebSockets. Three parts:
     open) and go to the Sender. ``closed`` is the output side's (after ``close()``
     or connection loss), ``drained`` the input side's.
 
-:class:`Pump` (``IPushProducer``, the outbound half for pulled sources)
-    takes chunks from a :class:`~aleph_tx._chunks.ChunkSource` (a stream, an
-    iterator, an async iterator) only while the consumer has room and writes them
-    to a :class:`PumpSink`: HTTP response bodies on every front and client
-    request bodies.
-
 :class:`StreamProtocol` glues them to an ``IProtocol`` (with half-close and TLS
-handshake support); ``tcp`` subclasses it.
+handshake support); ``tcp`` subclasses it. (:class:`aleph_tx._pump.Pump` is the
+outbound half for pulled sources: response and request bodies.)
 
 IConsumer rules kept here: one producer at a time (a second ``registerProducer``
 raises :class:`RuntimeError`); ``resumeProducing`` is only called to balance a
@@ -41,8 +34,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import time
-import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +41,6 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IConsumer,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProducer,
@@ -64,23 +54,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from aleph_tx import byte_streams
-from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
-from aleph_tx._time import get_clock
+from aleph_tx._chunks import to_chunk
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._core import (
     MAX_PENDING,
     Stream,
     _check_timeout,
     _fired_true,
-    _reactor_clock,
     is_deferred_type,
 )
 
 __all__ = [
     "ConnectionStream",
-    "Pump",
-    "PumpSink",
-    "PumpState",
     "Receiver",
     "Sender",
     "SenderState",
@@ -90,26 +76,20 @@ __all__ = [
 
 _log = Logger()
 
-_EMPTY: Any = object()  # nothing in the box yet
-_END: Any = object()  # the source is drained
-
 
 # -- conversion ---------------------------------------------------------------------
 
 
 def to_bytes(msg: Any) -> bytes:
-    """``msg`` as ``bytes`` like :func:`aleph_tx.byte_streams.to_bytes` (which it calls
-    for anything but ``bytes``, ``str`` (UTF-8), ``bytearray`` and ``memoryview``).
+    """``msg`` as ``bytes``: a chunk (:func:`~aleph_tx._chunks.to_chunk`), else anything
+    :func:`aleph_tx.byte_streams.to_bytes` accepts (files, paths, iterables of chunks).
 
     :raises TypeError: for anything ``to_bytes`` rejects (the message names it).
     """
-    t = type(msg)
-    if t is bytes:
-        return msg  # type: ignore[no-any-return]
-    if t is str:
-        return msg.encode("utf-8")  # type: ignore[no-any-return]
-    if t is bytearray or t is memoryview:
-        return bytes(msg)
+    try:
+        return to_chunk(msg)
+    except TypeError:
+        pass
     try:
         return byte_streams.to_bytes(msg)
     except (TypeError, ValueError, AttributeError) as e:
@@ -162,11 +142,6 @@ class Receiver:
     def finished(self) -> bool:
         """``True`` once :meth:`finish` was called."""
         return self._finished
-
-    @property
-    def backlog(self) -> int:
-        """Messages received and not yet put (waiting behind a pending put)."""
-        return len(self._backlog)
 
     def write(self, data: Any) -> None:
         """Put ``data`` (after the messages already waiting); pause until it is accepted."""
@@ -337,21 +312,12 @@ class Sender:
         """Like :meth:`send`; fires ``timeout_value`` (the message withdrawn) if not written in time."""
         _check_timeout(timeout)
         d = self.send(msg)
-        if d.called:
-            return d
 
         def expire() -> None:
-            if not d.called and self._remove(d):
+            if self._remove(d):
                 d.callback(timeout_value)
 
-        call: IDelayedCall = _reactor_clock(clock).callLater(timeout, expire)
-
-        def disarm(result: Any) -> Any:
-            if call.active():
-                call.cancel()
-            return result
-
-        return d.addBoth(disarm)
+        return arm_timeout(d, timeout, expire, clock)
 
     def _remove(self, d: Deferred[Any]) -> bool:
         for i, (_, qd) in enumerate(self._queue):
@@ -424,203 +390,6 @@ class Sender:
 
     def __repr__(self) -> str:
         return f"<Sender {self.state.value} queued={len(self._queue)}>"
-
-
-class PumpSink(typing.Protocol):
-    """Where a :class:`Pump` delivers: a transport-like object of the front's choosing."""
-
-    def write(self, data: bytes) -> None:
-        """One non-empty chunk."""
-
-    def pump_done(self) -> None:
-        """The source ended (it is closed already)."""
-
-    def pump_failed(self, failure: Failure) -> None:
-        """The source failed, or gave something that is not a chunk (it is closed already)."""
-
-
-class PumpState(enum.Enum):
-    """States of a :class:`Pump`.
-
-    ``RUNNING`` (taking and writing) ⇄ ``PAUSED`` (the consumer is full); both →
-    ``DONE`` (the source ended or failed, :meth:`Pump.stop`, or the consumer went
-    away). ``DONE`` is final: later events are ignored.
-    """
-
-    RUNNING = "running"
-    PAUSED = "paused"
-    DONE = "done"
-
-
-#: An iterator source (a file, a generator) is advanced for at most this long per
-#: reactor turn before the rest waits for the next turn, so a large file or a slow
-#: generator never holds the reactor for long (a small body still goes in one turn).
-_TURN_SECONDS = 0.005
-
-
-@implementer(IPushProducer)
-class Pump:
-    """Takes chunks from ``source`` while the consumer has room; writes them to ``sink``.
-
-    Register it as the consumer's streaming producer, then :meth:`start`. A take
-    that has already fired is handled in a loop (no recursion for synchronous
-    sources); an iterator source is advanced for a bounded time per reactor turn.
-    Chunks are converted with :func:`~aleph_tx._chunks.to_chunk`; empty ones are
-    skipped. Whatever ends the pump closes the source. If the consumer goes away
-    (``stopProducing`` or :meth:`abandon`), a stream source is dropped: its
-    producers' pending puts fire ``False``.
-
-    :param source: the chunks.
-    :param sink: receives chunks and the end.
-    :param clock: for the next turn of an iterator source (``None``: the reactor).
-    """
-
-    __slots__ = ("_box", "_clock", "_sync", "_waiting", "sink", "source", "state")
-
-    def __init__(self, source: ChunkSource, sink: PumpSink, clock: IReactorTime | None = None) -> None:
-        self.source = source
-        self.sink = sink
-        self.state = PumpState.RUNNING
-        self._clock = clock
-        self._waiting: Any = None  # a pending take's Deferred, or a scheduled next turn
-        self._sync = False
-        self._box: Any = _EMPTY
-
-    # -- IPushProducer -----------------------------------------------------------
-
-    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
-        """The consumer is full: stop taking."""
-        if self.state is PumpState.RUNNING:
-            self.state = PumpState.PAUSED
-
-    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
-        """The consumer has room again: take on."""
-        if self.state is PumpState.PAUSED:
-            self.state = PumpState.RUNNING
-            if self._waiting is None:
-                self.start()
-
-    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name
-        """The consumer is going away."""
-        self.abandon()
-
-    # -- the loop -----------------------------------------------------------------
-
-    def start(self) -> None:
-        """Take and write chunks while the consumer accepts them."""
-        if self.source.kind is SourceKind.ITERATOR:
-            self._iterate()
-            return
-        while self.state is PumpState.RUNNING and self._waiting is None:
-            d = self._next()
-            self._sync = True
-            self._box = _EMPTY
-            d.addCallbacks(self._got, self._error)
-            self._sync = False
-            if self._box is _EMPTY:
-                if not d.called:
-                    self._waiting = d
-                return
-            value, self._box = self._box, _EMPTY
-            self._handle(value)
-
-    def _iterate(self) -> None:
-        self._waiting = None
-        it = self.source.source
-        deadline = time.monotonic() + _TURN_SECONDS
-        while self.state is PumpState.RUNNING:
-            try:
-                chunk = next(it)
-            except StopIteration:
-                self._end()
-                return
-            except Exception:
-                self._fail(Failure())
-                return
-            self._write(chunk)
-            if time.monotonic() > deadline:
-                break
-        if self.state is PumpState.RUNNING:
-            self._waiting = get_clock(self._clock).callLater(0, self._iterate)
-
-    def _next(self) -> Deferred[Any]:
-        if self.source.kind is SourceKind.STREAM:
-            d: Deferred[Any] = self.source.source.take(_END)
-            return d
-        return Deferred.fromCoroutine(self._anext())
-
-    async def _anext(self) -> Any:
-        try:
-            return await self.source.source.__anext__()
-        except StopAsyncIteration:
-            return _END
-
-    def _got(self, value: Any) -> None:
-        if self._sync:
-            self._box = value
-            return
-        self._waiting = None
-        if self.state is PumpState.DONE:
-            return
-        self._handle(value)
-        self.start()
-
-    def _error(self, failure: Failure) -> None:
-        self._waiting = None
-        if self.state is not PumpState.DONE:
-            self._fail(failure)
-
-    def _handle(self, value: Any) -> None:
-        if value is _END:
-            self._end()
-        else:
-            self._write(value)
-
-    def _write(self, chunk: Any) -> None:
-        try:
-            data = to_chunk(chunk)
-        except TypeError:
-            self._fail(Failure())
-            return
-        if data:
-            self.sink.write(data)
-
-    # -- endings ------------------------------------------------------------------
-
-    def _end(self) -> None:
-        if self.stop():
-            self.sink.pump_done()
-
-    def _fail(self, failure: Failure) -> None:
-        if self.stop():
-            self.sink.pump_failed(failure)
-
-    def stop(self) -> bool:
-        """Stop for good and close the source (the sink decided the body is over).
-
-        :returns: ``False`` if the pump had already stopped.
-        """
-        if self.state is PumpState.DONE:
-            return False
-        self.state = PumpState.DONE
-        waiting, self._waiting = self._waiting, None
-        if isinstance(waiting, Deferred):
-            waiting.addErrback(lambda _: None)
-            waiting.cancel()
-        elif waiting is not None and waiting.active():
-            waiting.cancel()
-        try:
-            self.source.close()
-        except Exception:
-            _log.failure("closing a body source failed")
-        return True
-
-    def abandon(self) -> None:
-        """The consumer went away: stop; a stream source's pending puts fire ``False``."""
-        if self.stop() and self.source.kind is SourceKind.STREAM:
-            drop = getattr(self.source.source, "_drop", None)
-            if drop is not None:
-                drop()
 
 
 def _call_safely(fn: Callable[[], object]) -> None:

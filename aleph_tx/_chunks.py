@@ -2,6 +2,8 @@
 
 - :func:`to_chunk`: one chunk (``bytes``, ``bytearray``, ``memoryview`` or ``str``)
   as ``bytes``; every body, stream and transport converts with it.
+- :func:`error_of`: the error that closed a stream of chunks (what was read is
+  incomplete).
 - :class:`ChunkSource`: where a body's chunks come from (an iterator, an async
   iterator, or anything with a Manifold ``take``), its length when known, and how
   to release it. :class:`aleph_tx._adapter.Pump` sends one to a transport.
@@ -13,7 +15,7 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ChunkSource", "SourceKind", "to_chunk"]
+__all__ = ["ChunkSource", "SourceKind", "error_of", "to_chunk"]
 
 
 def to_chunk(chunk: Any, encoding: str = "utf-8") -> bytes:
@@ -31,7 +33,7 @@ def to_chunk(chunk: Any, encoding: str = "utf-8") -> bytes:
         return bytes(chunk)
     raise TypeError(
         f"a chunk must be bytes, bytearray, memoryview or str, not an object of type "
-        f"{type(chunk).__name__} ({chunk!r:.80})"
+        f"{type(chunk).__qualname__!r} ({chunk!r:.80})"
     )
 
 
@@ -74,3 +76,16 @@ class ChunkSource:
 
     def __repr__(self) -> str:
         return f"<ChunkSource {self.kind.value} length={self.length!r} {self.source!r}>"
+
+
+def error_of(source: Any) -> BaseException | None:
+    """The error that closed a stream (its ``description()["error"]``), if any.
+
+    A stream closed by an error (a derived stream whose function raised, a
+    connection lost uncleanly) ends early: what was read from it is incomplete.
+    """
+    try:
+        err = source.description().get("error")
+    except Exception:
+        return None
+    return err if isinstance(err, BaseException) else None

@@ -11,7 +11,7 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
-from aleph_tx.byte_streams import _chunk_bytes, _error_of
+from aleph_tx._chunks import error_of, to_chunk
 from aleph_tx.stream._graph import PENDING as _PENDING
 from aleph_tx.stream._graph import ready as _fired
 
@@ -58,11 +58,11 @@ class _InputStream(io.RawIOBase):
         while True:
             msg = self._take()
             if msg is _END:
-                err = self._on_reactor(_error_of, self._source)
+                err = self._on_reactor(error_of, self._source)
                 if err is not None:
                     raise err
                 return None
-            chunk = _chunk_bytes(msg, self._encoding)
+            chunk = to_chunk(msg, self._encoding)
             if chunk:
                 return chunk
 

@@ -6,7 +6,7 @@
 process of the same user that listens on the same address this way joins one
 group, and the Linux kernel spreads incoming connections across the group's
 sockets (by a hash of the connection's addresses). This is how ``--workers N``
-shares a port (TWISTED-NOTES.md §6).
+shares a port (docs/internals.rst, "Workers sharing a port").
 
 Linux only: other systems either lack ``SO_REUSEPORT`` or give it other semantics
 (on the BSDs and macOS the last socket bound takes every connection). Listening

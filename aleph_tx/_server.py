@@ -44,11 +44,17 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aleph_tx._time import get_clock, get_reactor
+
 __all__ = ["DEFAULT_BACKLOG", "Connection", "Server", "ServerState", "listen"]
 
-#: ``listen(2)`` backlog of every server socket (API.md): enough for bursts of
+#: ``listen(2)`` backlog of every server socket: enough for bursts of
 #: connections without SYN drops; an endpoint string's own ``backlog=`` wins.
 DEFAULT_BACKLOG = 1024
+
+#: Seconds between aborting the connections still open at ``shutdown_timeout`` and
+#: forgetting those that did not go (``close()`` fires within ``shutdown_timeout`` + this).
+ABORT_GRACE = 0.5
 
 #: Endpoint types whose string grammar takes ``backlog=``.
 _BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -74,20 +80,12 @@ class ServerState(enum.Enum):
     CLOSED = "closed"
 
 
-def _reactor_clock(clock: IReactorTime | None) -> IReactorTime:
-    if clock is not None:
-        return clock
-    from twisted.internet import reactor
-
-    return reactor
-
-
 class Server:
     """Listening ports plus their open connections, with a graceful ``close()``.
 
     :param ports: the bound listening ports (at least one).
     :param shutdown_timeout: seconds ``close()`` lets connections finish before
-        aborting them (API.md default 15).
+        aborting them (default 15).
     :param clock: the timer for ``shutdown_timeout`` (``None``: the global reactor).
     :raises ValueError: for no ports or a negative ``shutdown_timeout``.
     """
@@ -169,7 +167,8 @@ class Server:
         """Stop accepting, close every connection gracefully, abort stragglers.
 
         :returns: fires ``None`` once every listening port stopped and every
-            connection is gone (at most ``shutdown_timeout`` plus the abort).
+            connection is gone: within ``shutdown_timeout`` + :data:`ABORT_GRACE`
+            whatever the connections do.
         """
         if self._state is ServerState.LISTENING:
             self._state = ServerState.CLOSING
@@ -178,7 +177,7 @@ class Server:
             for conn in list(self._connections.values()):
                 _call(conn.graceful_close, conn)
             if self._connections:
-                self._timer = _reactor_clock(self._clock).callLater(self.shutdown_timeout, self._abort_all)
+                self._timer = get_clock(self._clock).callLater(self.shutdown_timeout, self._abort_all)
         return self.wait_for_close()
 
     def wait_for_close(self) -> Deferred[None]:
@@ -197,6 +196,21 @@ class Server:
         self._timer = None
         for conn in list(self._connections.values()):
             _call(conn.abort, conn)
+        if self._connections:
+            # an abort normally ends a connection at once; one that does not (a
+            # transport already broken) is forgotten after a grace, so close() fires
+            self._timer = get_clock(self._clock).callLater(ABORT_GRACE, self._forget_all)
+
+    def _forget_all(self) -> None:
+        self._timer = None
+        if self._connections:
+            _log.warn(
+                "{n} connection(s) still open {grace}s after being aborted: forgotten",
+                n=len(self._connections),
+                grace=ABORT_GRACE,
+            )
+            self._connections.clear()
+            self._maybe_done()
 
     def _maybe_done(self) -> None:
         if self._state is not ServerState.CLOSING or self._connections or not self._ports_stopped:
@@ -260,10 +274,7 @@ def listen(
     :raises ValueError: for a bad port, an empty ``listen`` or an endpoint that
         does not bind synchronously.
     """
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+    reactor = get_reactor(reactor)
     if listen is None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, not {port!r}")

@@ -1,6 +1,6 @@
 """Time, written once: the reactor lookup, one-shot timeouts and restartable timers.
 
-Every timer of aleph_tx goes through here (API.md: every timer takes an optional
+Every timer of aleph_tx goes through here (the contract: every timer takes an optional
 ``clock``; ``None`` is the global reactor, looked up when the timer is armed; once
 the result is in, the timer is cancelled, so no delayed call is left behind).
 
@@ -12,20 +12,54 @@ the result is in, the timer is cancelled, so no delayed call is left behind).
   only notes the time; the one delayed call checks it when it fires (idle and
   header timeouts on the per-request hot path).
 
+Float time is inexact (docs/internals.rst, "Time: deadlines on float clocks"):
+ten steps of 0.1 add up to 0.9999999999999999, so a timer armed at 0.7 for 0.3
+(due at 1.0) would fire a step late under :class:`twisted.internet.task.Clock`, and
+a recurring timer re-checking its condition can find it an ulp short and re-arm at
+the same instant forever. Every timer is therefore armed :data:`TOLERANCE` early
+(:func:`early`, :func:`delay_until`).
+
 This module imports no reactor: it stays usable by the reactor-free stream layer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Deadline", "Timer", "arm_timeout", "get_clock", "get_reactor"]
+__all__ = [
+    "TOLERANCE",
+    "Deadline",
+    "Timer",
+    "arm_timeout",
+    "delay_until",
+    "early",
+    "get_clock",
+    "get_reactor",
+]
 
 _T = TypeVar("_T")
+
+#: Two clock readings closer than this (seconds) are the same instant.
+TOLERANCE = 1e-9
+
+
+def early(seconds: float) -> float:
+    """The delay to arm for a timer due in ``seconds``: :data:`TOLERANCE` early, so a
+    clock whose steps add up an ulp short of the deadline still fires it."""
+    return seconds - TOLERANCE if seconds > TOLERANCE else 0.0
+
+
+def delay_until(clock: IReactorTime, deadline: float) -> float:
+    """The delay to arm now for the absolute ``deadline``: :data:`TOLERANCE` early,
+    and never the current instant (a timer re-armed at the instant it runs would run
+    again within the same ``Clock.advance``, or spin a real reactor)."""
+    now = clock.seconds()
+    return max(deadline - TOLERANCE - now, math.ulp(now))
 
 
 def get_reactor(reactor: Any = None) -> Any:
@@ -59,7 +93,7 @@ def arm_timeout(
     """
     if seconds is None or d.called:
         return d
-    call = get_clock(clock).callLater(seconds, expire)
+    call = get_clock(clock).callLater(early(seconds), expire)
 
     def disarm(result: Any) -> Any:
         if call.active():
@@ -94,10 +128,16 @@ class Timer:
         return self._call is not None and self._call.active()
 
     def start(self, seconds: float | None = None) -> None:
-        """Arm (or re-arm) the timer for ``seconds`` (default: the constructor's)."""
+        """Arm (or re-arm) the timer for ``seconds`` from now (default: the constructor's)."""
         delay = self.seconds if seconds is None else seconds
-        if delay is None:
-            return
+        if delay is not None:
+            self._arm(early(delay))
+
+    def start_at(self, deadline: float) -> None:
+        """Arm (or re-arm) the timer for the clock reading ``deadline`` (never the current instant)."""
+        self._arm(delay_until(get_clock(self._clock), deadline))
+
+    def _arm(self, delay: float) -> None:
         call = self._call
         if call is not None and call.active():
             call.reset(delay)
@@ -152,7 +192,7 @@ class Deadline:
             clock = self._clock = get_clock()
         self._since = clock.seconds()
         if self._call is None:
-            self._call = clock.callLater(self.seconds, self._check)
+            self._call = clock.callLater(early(self.seconds), self._check)
 
     def stop(self) -> None:
         """Stop counting (the pending call, if any, finds nothing to do)."""
@@ -171,9 +211,8 @@ class Deadline:
         if since is None or seconds is None:
             return
         clock = get_clock(self._clock)
-        left = since + seconds - clock.seconds()
-        if left > 1e-9:  # float steps under a Clock: 0.1 * 3 is not quite 0.3
-            self._call = clock.callLater(left, self._check)
+        if since + seconds - clock.seconds() > TOLERANCE:
+            self._call = clock.callLater(delay_until(clock, since + seconds), self._check)
             return
         self._since = None
         self._fn()

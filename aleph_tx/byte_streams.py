@@ -25,8 +25,6 @@ Like :mod:`aleph_tx.stream`, this module never uses the reactor, except
 
 from __future__ import annotations
 
-import codecs
-import collections
 import io
 import pathlib
 import sys
@@ -38,10 +36,10 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 
 from aleph_tx import stream as _s
-from aleph_tx.errors import ProtocolError
+from aleph_tx._chunks import error_of, to_chunk
+from aleph_tx._input_stream import _InputStream
+from aleph_tx._lines import LineSplitter, line_stream
 from aleph_tx.stream import Stream
-from aleph_tx.stream._graph import PENDING as _PENDING
-from aleph_tx.stream._graph import ready as _fired
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -129,41 +127,11 @@ def _adapt(x: Any) -> Any:
     )
 
 
-def _chunk_bytes(chunk: Any, encoding: str) -> bytes:
-    """One chunk as ``bytes``."""
-    if type(chunk) is bytes:
-        return chunk
-    if isinstance(chunk, bytearray):
-        return bytes(chunk)
-    if isinstance(chunk, memoryview):
-        return chunk.tobytes()
-    if isinstance(chunk, str):
-        return chunk.encode(encoding)
-    if isinstance(chunk, bytes):  # a subclass
-        return bytes(chunk)
-    raise TypeError(
-        f"a chunk must be bytes, bytearray, memoryview or str, not an object of type {_type_name(chunk)}"
-    )
-
-
 def _stream_error(x: Any, sync_name: str) -> TypeError:
     return TypeError(
         f"{sync_name} is synchronous and {x!r} is a stream: "
         "use collect_bytes()/collect_str() (a Deferred) or to_stream()"
     )
-
-
-def _error_of(source: Any) -> BaseException | None:
-    """The error that closed a stream (its ``description()["error"]``), if any.
-
-    A stream closed by an error (a derived stream whose function raised, a
-    connection lost uncleanly) ends early: what was read from it is incomplete.
-    """
-    try:
-        err = source.description().get("error")
-    except Exception:
-        return None
-    return err if isinstance(err, BaseException) else None
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -199,14 +167,14 @@ def to_bytes(x: Any, encoding: str = "utf-8") -> bytes:
         return x
     x = _adapt(x)
     if isinstance(x, _BYTES_LIKE | str):
-        return _chunk_bytes(x, encoding)
+        return to_chunk(x, encoding)
     if isinstance(x, pathlib.PurePath):
         return pathlib.Path(x).read_bytes()
     if _is_stream(x):
         raise _stream_error(x, "to_bytes()")
     if _is_file(x):
         return _read_file(x)
-    return b"".join([_chunk_bytes(c, encoding) for c in x])
+    return b"".join([to_chunk(c, encoding) for c in x])
 
 
 def to_str(x: Any, encoding: str = "utf-8") -> str:
@@ -263,7 +231,7 @@ def _path_chunks(path: pathlib.PurePath, chunk_size: int) -> Iterator[bytes]:
 
 def _iter_chunks(chunks: Iterable[Any], encoding: str) -> Iterator[bytes]:
     for c in chunks:
-        b = _chunk_bytes(c, encoding)
+        b = to_chunk(c, encoding)
         if b:
             yield b
 
@@ -326,7 +294,7 @@ def to_stream(x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE, encoding: str = "utf
     _check_chunk_size(chunk_size)
     x = _adapt(x)
     if _is_stream(x):
-        return _s.map(lambda c: _chunk_bytes(c, encoding) or None, x)
+        return _s.map(lambda c: to_chunk(c, encoding) or None, x)
     return _s.from_iterable(to_chunks(x, chunk_size, encoding))
 
 
@@ -358,10 +326,10 @@ def collect_bytes(x: Any, encoding: str = "utf-8") -> Deferred[bytes]:
     source = x
 
     def add(chunk: Any) -> None:
-        parts.append(_chunk_bytes(chunk, encoding))
+        parts.append(to_chunk(chunk, encoding))
 
     def finished(_: object) -> bytes:
-        err = _error_of(source)
+        err = error_of(source)
         if err is not None:
             raise err
         return b"".join(parts)
@@ -386,146 +354,6 @@ def collect_str(x: Any, encoding: str = "utf-8") -> Deferred[str]:
     if isinstance(x, str):
         return succeed(x)
     return collect_bytes(x, encoding).addCallback(lambda b: b.decode(encoding))
-
-
-class _LineSplitter:
-    r"""Text in, complete lines out: terminators ``\n`` and ``\r\n``; a lone ``\r`` is text.
-
-    Text is cut at each ``\n`` only; a line's trailing ``\r`` is dropped once its
-    ``\n`` has come. So a ``\r`` at the end of one chunk and a ``\n`` at the start
-    of the next make one terminator, and a ``\r`` followed by anything else (or
-    by nothing, at the end) stays text. Bytes are decoded incrementally, so a
-    multibyte character split across chunks is decoded whole.
-    """
-
-    __slots__ = ("_decoder", "_encoding", "_max", "_partial", "_partial_len", "error")
-
-    def __init__(self, encoding: str, max_line_length: int | None = None) -> None:
-        self._encoding = encoding
-        self._decoder = codecs.getincrementaldecoder(encoding)()
-        self._max = max_line_length
-        self._partial: list[str] = []  # the current line's pieces, without "\n"
-        self._partial_len = 0
-        #: a line over ``max_line_length`` followed the lines last returned
-        self.error: ProtocolError | None = None
-
-    def feed(self, chunk: Any) -> list[str]:
-        if isinstance(chunk, str):
-            return self._split(chunk)
-        return self._split(self._decoder.decode(_chunk_bytes(chunk, self._encoding)))
-
-    def finish(self) -> list[str]:
-        lines = self._split(self._decoder.decode(b"", True))
-        if self._partial:
-            lines.append("".join(self._partial))
-            self._partial = []
-        return lines
-
-    def _split(self, text: str) -> list[str]:
-        if "\n" not in text:
-            if text:
-                self._partial.append(text)
-                self._partial_len += len(text)
-                self._check(self._partial_len)
-            return []
-        parts = text.split("\n")
-        if self._partial:
-            self._partial.append(parts[0])
-            parts[0] = "".join(self._partial)
-        tail = parts.pop()
-        self._partial = [tail] if tail else []
-        self._partial_len = len(tail)
-        lines = [line[:-1] if line.endswith("\r") else line for line in parts]
-        if self._max is not None:
-            for i, line in enumerate(lines):
-                if len(line) > self._max:
-                    self.error = self._too_long()
-                    return lines[:i]  # the lines before it are good: deliver them first
-            self._check(self._partial_len)
-        return lines
-
-    def _check(self, length: int) -> None:
-        if self._max is not None and length > self._max:
-            raise self._too_long()
-
-    def _too_long(self) -> ProtocolError:
-        return ProtocolError(f"a line longer than max_line_length ({self._max} characters)")
-
-
-class _LinePump:
-    """Takes chunks from ``source``, puts lines into ``dst``, respecting backpressure.
-
-    Loops while takes and puts have already fired (no recursion for synchronous
-    sources). Closing ``dst`` closes ``source``; an error closes both, logged and
-    kept in ``dst.description()["error"]``.
-    """
-
-    __slots__ = ("dst", "ended", "lines", "source", "splitter")
-
-    def __init__(self, source: Any, dst: Stream, splitter: _LineSplitter) -> None:
-        self.source = source
-        self.dst = dst
-        self.splitter = splitter
-        self.lines: collections.deque[str] = collections.deque()
-        self.ended = False
-
-    def run(self, _: object = None) -> None:
-        dst = self.dst
-        while True:
-            while self.lines:
-                d = dst.put(self.lines.popleft())
-                ok = _fired(d)
-                if ok is _PENDING:
-                    d.addCallbacks(self._put_done, self._error)
-                    return
-                if ok is not True:
-                    self.source.close()
-                    return
-            if self.splitter.error is not None:
-                self._fail(self.splitter.error)
-                return
-            if self.ended:
-                dst.close()
-                return
-            t = self.source.take(_END)
-            msg = _fired(t)
-            if msg is _PENDING:
-                t.addCallbacks(self._took, self._error)
-                return
-            if not self._handle(msg):
-                return
-
-    def _handle(self, msg: Any) -> bool:
-        try:
-            if msg is _END:
-                err = _error_of(self.source)
-                if err is not None:
-                    raise err
-                self.ended = True
-                self.lines.extend(self.splitter.finish())
-            else:
-                self.lines.extend(self.splitter.feed(msg))
-        except Exception as e:
-            self._fail(e)
-            return False
-        return True
-
-    def _took(self, msg: Any) -> None:
-        if self._handle(msg):
-            self.run()
-
-    def _put_done(self, ok: Any) -> None:
-        if ok:
-            self.run()
-        else:
-            self.source.close()
-
-    def _error(self, f: Failure) -> None:
-        self._fail(f.value if f.value is not None else RuntimeError(str(f)))
-
-    def _fail(self, error: BaseException) -> None:
-        self.dst._fail(error)
-        self.source.close()
 
 
 def to_line_stream(x: Any, encoding: str = "utf-8", max_line_length: int | None = 65536) -> Stream:
@@ -554,13 +382,10 @@ def to_line_stream(x: Any, encoding: str = "utf-8", max_line_length: int | None 
     """
     if max_line_length is not None and max_line_length < 1:
         raise ValueError(f"max_line_length must be >= 1 or None, not {max_line_length!r}")
-    splitter = _LineSplitter(encoding, max_line_length)
+    splitter = LineSplitter(encoding, max_line_length)
     x = _adapt(x)
     source = x if _is_stream(x) else _s.from_iterable(to_chunks(x, DEFAULT_CHUNK_SIZE, encoding))
-    dst = _s.stream(description={"op": "to_line_stream"})
-    dst.on_closed(source.close)
-    _LinePump(source, dst, splitter).run()
-    return dst
+    return line_stream(source, splitter)
 
 
 # -- convert ---------------------------------------------------------------------------
@@ -660,7 +485,6 @@ def to_input_stream(
     :param encoding: for ``str`` chunks.
     :raises TypeError: at once, for an unsupported type.
     """
-    from aleph_tx._input_stream import _InputStream  # here: it imports this module
 
     x = _adapt(x)
     if _is_stream(x):

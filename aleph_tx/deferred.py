@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import TimeoutError
 
 __all__ = [
@@ -302,15 +303,6 @@ def alt(*ds: Any) -> Deferred[Any]:
     return out
 
 
-def _clock(clock: IReactorTime | None) -> IReactorTime:
-    """``clock``, else the global reactor, looked up now (when the timer is armed)."""
-    if clock is not None:
-        return clock
-    from twisted.internet import reactor
-
-    return reactor
-
-
 def timeout(
     d: Any,
     seconds: float,
@@ -341,18 +333,9 @@ def timeout(
     if src.called and not src.paused:
         return src
     timed_out = False
-    call: IDelayedCall | None = None
-
-    def cancel(_: Deferred[Any]) -> None:
-        if call is not None and call.active():
-            call.cancel()
-        src.cancel()
-
-    out: Deferred[Any] = Deferred(cancel)
+    out: Deferred[Any] = Deferred(lambda _: src.cancel())
 
     def forward(result: Any) -> None:
-        if call is not None and call.active():
-            call.cancel()
         if timed_out or out.called:
             return
         if isinstance(result, Failure):
@@ -372,6 +355,4 @@ def timeout(
             out.callback(timeout_value)
 
     src.addBoth(forward)
-    if not out.called:
-        call = _clock(clock).callLater(seconds, expire)
-    return out
+    return arm_timeout(out, seconds, expire, clock)  # disarmed when out fires, either way

@@ -23,7 +23,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,6 +30,7 @@ from twisted.python.failure import Failure
 from aleph_tx._adapter import ConnectionStream, StreamProtocol
 from aleph_tx._server import DEFAULT_BACKLOG, Server
 from aleph_tx._server import listen as _listen
+from aleph_tx._time import arm_timeout, get_reactor
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout
 
 __all__ = ["Handler", "Server", "client", "start_server"]
@@ -136,10 +136,7 @@ def start_server(
         raise TypeError(f"handler must be callable, not {handler!r}")
     if shutdown_timeout is None or shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be a number >= 0, not {shutdown_timeout!r}")
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+    reactor = get_reactor(reactor)
     factory = _ServerFactory(handler)
     ports = _listen(factory, port, host, listen, ssl_context, reactor, DEFAULT_BACKLOG)
     server = Server(ports, shutdown_timeout, clock=reactor)
@@ -218,10 +215,7 @@ def client(
         raise ValueError(f"port must be an int in 1..65535, not {port!r}")
     if connect_timeout is not None and connect_timeout < 0:
         raise ValueError(f"connect_timeout must be a number >= 0, not {connect_timeout!r}")
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+    reactor = get_reactor(reactor)
     endpoint: Any = HostnameEndpoint(reactor, host, port)
     if ssl or ssl_context is not None or insecure:
         from aleph_tx.tls import client_creator
@@ -248,22 +242,9 @@ def client(
             result.errback(f)
 
     connecting.addErrback(connect_failed)
-    if connect_timeout is not None and not result.called:
-        clock: IReactorTime = reactor
 
-        def expire() -> None:
-            if not result.called:
-                result.errback(
-                    ConnectionTimeout(f"connecting to {host}:{port} took longer than {connect_timeout}s")
-                )
-                abort_attempt()
+    def expire() -> None:
+        result.errback(ConnectionTimeout(f"connecting to {host}:{port} took longer than {connect_timeout}s"))
+        abort_attempt()
 
-        timer = clock.callLater(connect_timeout, expire)
-
-        def disarm(r: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return r
-
-        result.addBoth(disarm)
-    return result
+    return arm_timeout(result, connect_timeout, expire, reactor)

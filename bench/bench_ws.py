@@ -1,6 +1,6 @@
 """WebSocket echo throughput: aleph_tx vs raw autobahn on Twisted vs the `websockets` library.
 
-Method (shared/perf/README.md): each server in its own process pinned to one core
+Method (docs/benchmarks.rst): each server in its own process pinned to one core
 (``taskset -c 0``), this load generator on another (``sched_setaffinity``), 127.0.0.1
 only. The client speaks raw RFC 6455 on asyncio: 32-byte masked text frames sent
 in batches, at most ``--window`` un-echoed messages per connection, echoes counted

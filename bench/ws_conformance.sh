@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite cases (run by kosoku, see shared/perf/README.md) against
+# Autobahn|Testsuite cases (run by kosoku, a runner of the Autobahn case files) against
 # aleph_tx's WebSocket server (echo, compression off and on, limits raised to
 # 64 MiB for the 9.x size cases) and its client (fuzzing-server mode).
 #

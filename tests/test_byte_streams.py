@@ -1,4 +1,4 @@
-"""aleph_tx.byte_streams: every row of API.md's table, synchronously where it can be."""
+"""aleph_tx.byte_streams: every row of the documented table (docs/byte_streams.rst), synchronously where it can be."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class ShortReader:
 
 
 def reference_lines(text: str) -> list[str]:
-    """API.md's definition: split on \\n and \\r\\n; a final empty piece is no line."""
+    """The documented definition: split on \\n and \\r\\n; a final empty piece is no line."""
     parts = re.split("\r?\n", text)
     if parts[-1] == "":
         parts.pop()

@@ -1,4 +1,4 @@
-"""aleph_tx.deferred: every helper of API.md, without a reactor (except clock=None)."""
+"""aleph_tx.deferred: every documented helper, without a reactor (except clock=None)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public surface (STYLE.md §1): every public module's ``__all__`` is exact.
+"""The public surface: every public module's ``__all__`` is exact.
 
 For each public module in :data:`PUBLIC_MODULES`:
 
@@ -27,7 +27,7 @@ import pytest
 
 import aleph_tx
 
-#: Every public module of aleph_tx (ARCHITECTURE.md): private machinery lives in
+#: Every public module of aleph_tx: private machinery lives in
 #: ``_modules`` behind these.
 PUBLIC_MODULES = [
     "aleph_tx.stream",

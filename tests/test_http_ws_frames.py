@@ -13,8 +13,8 @@ from _ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aleph_tx.http._websocket.api import websocket_client
 from aleph_tx.http._websocket import frames, glue
+from aleph_tx.http._websocket.api import websocket_client
 from aleph_tx.http._websocket.frames import unmask
 
 

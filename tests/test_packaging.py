@@ -1,6 +1,6 @@
 """Packaging (setup.cfg, pyproject.toml): what ``pip install .`` and ``pip install -e .`` ship.
 
-The layout is TWISTED-NOTES.md §1: ``package_dir = =.`` and ``find_namespace:`` with
+The layout (docs/internals.rst, "Plugin packaging"): ``package_dir = =.`` and ``find_namespace:`` with
 ``aleph_tx``, ``aleph_tx.*`` and ``twisted.plugins``, so the plugin file ships and an
 editable install uses a plain ``.pth`` (which Twisted's plugin scan can see).
 """

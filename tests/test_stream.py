@@ -214,6 +214,20 @@ def test_xform_put_waits_for_its_last_message() -> None:
     assert result_of(d) is True
 
 
+def test_xform_put_of_more_than_the_pending_limit_is_one_put() -> None:
+    # the limit counts puts, the caller's calls: one put expanding into a burst is
+    # taken whole and in order; further puts are refused while the burst waits
+    n = s.MAX_PENDING + 100
+    st_ = s.stream(2, xform=lambda m: range(m))
+    d = st_.put(n)
+    assert not d.called
+    assert failure_of(st_.put(1)).check(BackpressureError)
+    assert st_.description()["pending_puts"] == n - 2
+    assert [result_of(st_.take()) for _ in range(n)] == list(range(n))
+    assert result_of(d) is True
+    assert result_of(st_.put(1)) is True  # room again
+
+
 def test_xform_error_closes_stream_with_error() -> None:
     def bad(m: Any) -> list[Any]:
         raise ValueError("bad xform")
@@ -750,3 +764,15 @@ def test_connect_upstream_property(n_sinks: int, closes: list[bool], upstream: b
             k.close()
             closed += 1
     assert src.closed is (upstream and closed == n_sinks)
+
+
+def test_connect_into_a_sink_past_its_pending_limit_logs_and_disconnects() -> None:
+    sink = s.stream()
+    for i in range(s.MAX_PENDING):
+        sink.put(i)
+    src = s.stream(1)
+    src.put("x")
+    s.connect(src, sink)  # the put raises BackpressureError inside the pump: not out of connect
+    assert sink.description()["pending_puts"] == s.MAX_PENDING
+    assert src.description()["buffer_count"] == 0  # taken, then the edge was dropped
+    assert not src.closed

@@ -8,13 +8,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 
 from aleph_tx import stream as s
-from aleph_tx.stream import _core
+from aleph_tx.stream import _fired
 
 
 def test_the_fast_path_is_on_with_this_twisted() -> None:
     # if a Twisted release changes Deferred's internals, the import-time check
     # falls back to succeed(): this test says so rather than slowing down silently
-    assert _core._FAST
+    assert _fired.FAST
     assert type(s.stream(1).put(1)).__name__ == "_FiredTrue"
 
 

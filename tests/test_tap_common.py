@@ -96,3 +96,18 @@ async def test_udp_service_start_and_stop() -> None:
     assert sock is not None and not sock.closed
     await service.stopService()
     assert sock.closed
+
+
+def test_startup_line_names_tls_ports_ssl() -> None:
+    from aleph_tx import http, tls
+    from aleph_tx._tap.http import _address
+
+    plain = http.start_server(lambda req: None, port=0, host="127.0.0.1")
+    secure = http.start_server(lambda req: None, port=0, host="127.0.0.1", ssl_context=tls.self_signed_context())
+    try:
+        assert _address(plain.ports[0]) == f"tcp:127.0.0.1:{plain.port}"
+        assert _address(secure.ports[0]) == f"ssl:127.0.0.1:{secure.port}"
+    finally:
+        for server in (plain, secure):
+            for port in server.ports:
+                port.stopListening()

@@ -101,15 +101,23 @@ def port_number(value: Any, option: str = "--port") -> int:
 
 
 class BriefOptions(usage.Options):
-    """Options whose errors are one line: ``<command>: <message>`` on stderr, exit 64."""
+    """Options whose errors are one line under ``twist``: ``<command>: <message>``, exit 64.
+
+    ``twist`` (and ``twistd``) would print the error followed by the whole usage
+    text; as their subcommand (``parent`` is set), a bad option or value is one line
+    on stderr instead. Used directly, ``parseOptions`` raises ``UsageError`` as usual.
+    """
 
     command = "aleph"
+    parent: Any = None
 
     def parseOptions(self, options: Any = None) -> None:  # noqa: N802 - Twisted's name
-        """Parse; a bad option or value exits 64 with one line naming it."""
+        """Parse; under ``twist`` a bad option or value exits 64 with one line naming it."""
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except UsageError as e:
+            if self.parent is None:
+                raise
             sys.stderr.write(f"{self.command}: {e} (see --help)\n")
             raise SystemExit(EX_USAGE) from None
 

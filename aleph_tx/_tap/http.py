@@ -142,7 +142,9 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
 
 def _address(port: Any) -> str:
     host = port.getHost()
-    kind = "ssl" if "TLS" in type(port.factory).__name__ else getattr(host, "type", "tcp").lower()
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    kind = "ssl" if isinstance(port.factory, TLSMemoryBIOFactory) else getattr(host, "type", "tcp").lower()
     if hasattr(host, "port"):
         return f"{kind}:{host.host}:{host.port}"
     name = getattr(host, "name", host)

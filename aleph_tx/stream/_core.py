@@ -6,21 +6,26 @@ buffer first (moving the oldest pending put into the freed room), else the
 oldest pending put, else it waits. Every Deferred that can fire at once fires
 before the call returns: the module never touches the reactor except to arm a
 ``try_put``/``try_take`` timer.
+
+What each path costs, and which benchmark keeps each fast path: docs/internals.rst,
+"Streams: what a message costs".
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aleph_tx._time import arm_timeout
 from aleph_tx.errors import BackpressureError
+from aleph_tx.stream._fired import FAST, _Fired, _Waiting, fired, fired_true
+from aleph_tx.stream._fired import is_deferred_type as is_deferred_type
 
 __all__ = ["MAX_PENDING", "Stream", "stream"]
 
@@ -30,91 +35,12 @@ MAX_PENDING = 16384
 
 _log = Logger()
 
-
-def _reactor_clock(clock: IReactorTime | None) -> IReactorTime:
-    """The clock to arm a timer on: ``clock``, else the global reactor (looked up now)."""
-    if clock is not None:
-        return clock
-    from twisted.internet import reactor
-
-    return reactor
-
-
-#: ``is_deferred_type(type(x))`` is ``isinstance(x, Deferred)`` made cheap: Deferred
-#: is an ``Awaitable``, so a plain ``isinstance`` runs ``ABCMeta.__instancecheck__``
-#: (Python code) for every message that is not a Deferred.
-is_deferred_type: Callable[[type], bool] = functools.cache(lambda t: issubclass(t, Deferred))
-
-
-class _LazyCallbacks:
-    """``Deferred._callbacks`` made on first use: most fired puts never get a callback."""
-
-    def __get__(self, obj: Any, cls: Any = None) -> Any:
-        if obj is None:
-            return self
-        callbacks: list[Any] = []
-        obj.__dict__["_callbacks"] = callbacks  # shadows this (non-data) descriptor
-        return callbacks
-
-
-class _Fired(Deferred[Any]):
-    """A Deferred born fired: the stream's hot path (``Deferred.__init__`` is skipped).
-
-    Everything :func:`~twisted.internet.defer.succeed` would set per instance is a
-    class attribute here (``called``, ``_canceller``, ``_callbacks`` on first use,
-    and ``result`` for :class:`_FiredTrue`); whatever Twisted later assigns goes to
-    the instance as usual, so each instance behaves as its own Deferred.
-    :func:`_check_fired` tests that at import and falls back to ``succeed``.
-    """
-
-    __init__ = object.__init__  # instantiation stays in C
-    called = True
-    _canceller = None
-    _callbacks = _LazyCallbacks()
-
-
-class _FiredTrue(_Fired):
-    result = True
-
-
-def _fast_fired(result: Any, _cls: Any = _Fired) -> Deferred[Any]:
-    """``succeed(result)``, about three times cheaper."""
-    d = _cls()
-    d.result = result
-    return d  # type: ignore[no-any-return]
-
-
-def _check_fired() -> bool:
-    """Whether :class:`_Fired` instances behave as ``succeed`` ones (chaining, await, cancel)."""
-    try:
-        probe: list[Any] = []
-        a, b = _fast_fired(1), _fast_fired(1)
-        a.addCallback(lambda v: v + 1)
-        a.addCallback(probe.append)
-        inner: Deferred[Any] = Deferred()
-        _FiredTrue().addCallback(lambda _: inner).addCallback(probe.append)
-        inner.callback(3)
-        _FiredTrue().cancel()
-        Deferred.fromCoroutine(_await(_fast_fired(4))).addCallback(probe.append)
-        separate = a._callbacks is not b._callbacks and b.result == 1 and _FiredTrue.result is True
-        return separate and probe == [2, 3, 4]
-    except Exception:
-        return False
-
-
-async def _await(d: Deferred[Any]) -> Any:
-    return await d
-
-
-_FAST = _check_fired()
-#: A Deferred already fired with its argument (the fastest equivalent of ``succeed``).
-fired: Callable[[Any], Deferred[Any]] = _fast_fired if _FAST else succeed
-#: ``fired(True)`` for the hot paths (``_Fired()`` is a fired Deferred whose result to set).
-_fired_true: Callable[[], Deferred[bool]] = _FiredTrue if _FAST else functools.partial(succeed, True)
+_fired_true = fired_true  # the name aleph_tx._adapter imports
 
 
 def _discard(_: object) -> None:
-    """Drop a result (a Deferred's canceller must return None)."""
+    """Drop a result (a Deferred's canceller must return None; a put's ``fire`` that
+    nobody waits on)."""
 
 
 def _check_timeout(timeout: float) -> None:
@@ -122,53 +48,37 @@ def _check_timeout(timeout: float) -> None:
         raise ValueError(f"timeout must be a number >= 0, not {timeout!r}")
 
 
-class _PendingPut:
-    """A put waiting for room; ``live`` goes False when it is withdrawn (lazy deletion).
-
-    Only the last entry of a put fires: through its Deferred, or through ``cb`` for
-    the stream's own machinery (no Deferred on the hot path).
-    """
-
-    __slots__ = ("cb", "d", "live", "msg")
-
-    def __init__(self, msg: Any) -> None:
-        self.msg = msg
-        self.d: Deferred[Any] | None = None
-        self.cb: Callable[[Any], object] | None = None
-        self.live = True
-
-    def fire(self, result: bool) -> None:
-        if self.cb is not None:
-            self.cb(result)
-        elif self.d is not None:
-            self.d.callback(result)
+# A pending put is a list ``[msg, fire]``: ``fire(result)`` is called once, with
+# ``True`` when the message is accepted or ``False`` when it is dropped; ``fire`` is
+# ``None`` once the put was withdrawn (lazy deletion: the entry is skipped later).
+# A list costs a fraction of an object with ``__init__``.
+_MSG = 0
+_FIRE = 1
 
 
 class _PendingTake:
-    """A take waiting for a message; ``live`` goes False when it is withdrawn."""
+    """A take waiting for a message, when it is not a bare Deferred: an internal
+    callback take (``fire`` is the callback) or a take with a ``default``.
 
-    __slots__ = ("cb", "d", "default", "live", "stream")
+    Like a Deferred it has ``called`` (``True`` once fired or withdrawn) and
+    ``callback(msg)``, so the queue of takes holds either kind.
+    """
 
-    def __init__(self, stream: Stream, default: Any) -> None:
+    __slots__ = ("called", "default", "fire", "stream")
+
+    def __init__(self, stream: Stream, default: Any, fire: Callable[[Any], object] | None) -> None:
         self.stream = stream
         self.default = default
-        self.live = True
-        self.d: Deferred[Any] | None = None
-        self.cb: Callable[[Any], object] | None = None
+        self.fire = fire
+        self.called = False
+
+    def callback(self, msg: Any) -> None:
+        self.called = True
+        self.fire(msg)  # type: ignore[misc]
 
     def __call__(self, _: object) -> None:
-        """The canceller of :attr:`d` (no closure per take): withdraw this take."""
+        """The canceller of its Deferred (no closure per take): withdraw this take."""
         self.stream._withdraw_take(self)
-
-    def fire(self, msg: Any) -> None:
-        if self.cb is not None:
-            self.cb(msg)
-        else:
-            self.d.callback(msg)  # type: ignore[union-attr]
-
-
-#: Returned by the internal ``_poll`` when a take would have to wait.
-EMPTY: Any = object()
 
 
 class Stream:
@@ -219,8 +129,8 @@ class Stream:
         self._buffer: collections.deque[Any] = collections.deque()
         self._weight: float = 0
         self._metric = metric
-        self._puts: collections.deque[_PendingPut] = collections.deque()
-        self._takes: collections.deque[_PendingTake] = collections.deque()
+        self._puts: collections.deque[list[Any]] = collections.deque()
+        self._takes: collections.deque[Any] = collections.deque()  # Deferreds and _PendingTakes
         self._n_puts = 0  # live entries in _puts
         self._n_takes = 0  # live entries in _takes
         self._closed = False
@@ -235,127 +145,153 @@ class Stream:
 
     # -- pending queues (lazy deletion) ------------------------------------------
 
-    def _pop_take(self) -> _PendingTake | None:
+    def _next_take(self) -> Any:
+        """The oldest live pending take, popped (the head of the queue was dead), or
+        ``None`` if a take's Deferred was fired by someone else and none is left."""
         takes = self._takes
-        while self._n_takes:
+        while takes:
             t = takes.popleft()
-            if t.live:
-                t.live = False
-                self._n_takes -= 1
+            if not t.called:
                 return t
+        self._n_takes = 0
         return None
 
-    def _pop_put(self) -> _PendingPut | None:
+    def _next_put(self) -> list[Any]:
+        """The oldest live pending put, popped (the head of the queue was withdrawn)."""
         puts = self._puts
-        while self._n_puts:
+        p = puts.popleft()
+        while p[_FIRE] is None:
             p = puts.popleft()
-            if p.live:
-                p.live = False
-                self._n_puts -= 1
-                return p
-        return None
+        return p
 
-    def _withdraw_puts(self, entries: list[_PendingPut]) -> bool:
+    def _withdraw_puts(self, entries: list[list[Any]]) -> bool:
         """Withdraw the live ``entries``; ``True`` if any was still pending."""
         withdrew = False
         for p in entries:
-            if p.live:
-                p.live = False
+            if p[_FIRE] is not None:
+                p[_FIRE] = None
                 self._n_puts -= 1
                 withdrew = True
         if len(self._puts) > 2 * self._n_puts + 64:
-            self._puts = collections.deque(p for p in self._puts if p.live)
+            self._puts = collections.deque(p for p in self._puts if p[_FIRE] is not None)
         if withdrew and self._closed and not self._n_puts and not self._buffer:
             self._set_drained()  # the withdrawn put was the last message
         return withdrew
 
-    def _withdraw_take(self, t: _PendingTake) -> bool:
-        if not t.live:
+    def _withdraw_take(self, t: Any) -> bool:
+        """Withdraw the pending take ``t`` (a Deferred or a :class:`_PendingTake`);
+        ``True`` if it was still pending. A Deferred is then fired by the caller."""
+        if t.called:
             return False
-        t.live = False
+        if t.__class__ is _PendingTake:
+            t.called = True
         self._n_takes -= 1
         if len(self._takes) > 2 * self._n_takes + 64:
-            self._takes = collections.deque(t for t in self._takes if t.live)
+            self._takes = collections.deque(x for x in self._takes if not x.called and x is not t)
         return True
+
+    def _cancel_take(self, d: Deferred[Any]) -> None:
+        """The canceller of a bare take Deferred."""
+        self._withdraw_take(d)
 
     # -- put -------------------------------------------------------------------
 
     def put(self, msg: Any) -> Deferred[bool]:
         """Offer ``msg``; fires ``True`` once accepted, ``False`` if the stream is closed.
 
-        :raises ValueError: at once, for ``None`` (not a valid message).
+        :raises ValueError: at once, for ``None``.
         """
-        # Fast path: an open stream with no xform and no metric, straight to a
-        # waiting take or into the buffer.
+        # Fast path (open, no xform, no metric): to a waiting take, or into the buffer.
         if self._plain and msg is not None:
             if self._n_takes:
-                self._pop_take().fire(msg)  # type: ignore[union-attr]
-                return _fired_true()
+                t = self._takes.popleft()
+                if not t.called or (t := self._next_take()) is not None:
+                    self._n_takes -= 1
+                    t.callback(msg)
+                    return fired_true()
             buf = self._buffer
             if len(buf) < self._buffer_size:
                 buf.append(msg)
-                return _fired_true()
+                return fired_true()
+        return self._put_deferred(msg)[0]
+
+    def _put_deferred(self, msg: Any) -> tuple[Deferred[Any], list[list[Any]] | None]:
+        """The general put: its Deferred, and its pending entries if it waits."""
         try:
-            r = self._offer(msg)
+            r = self._offer(msg, _discard)
         except BackpressureError as e:
-            return fail(e)
+            return fail(e), None
         if r.__class__ is bool:
-            return fired(r)
+            return fired(r), None
         d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(r)))
-        r[-1].d = d
-        return d
+        r[-1][_FIRE] = d.callback
+        return d, r
 
     def _put_cb(self, msg: Any, cb: Callable[[bool], object]) -> Any:
-        """Internal put: ``True``/``False`` if decided now, else the pending entries
-        (``cb(result)`` is called when they are decided). Raises BackpressureError."""
-        r = self._offer(msg)
-        if r.__class__ is not bool:
-            r[-1].cb = cb
-        return r
+        """Internal put: ``True``/``False`` if decided now, else a marker of the pending
+        put (``cb(result)`` is called once, when it is decided). Raises BackpressureError."""
+        # The fast path of put() without its Deferred, written out in both so that
+        # neither pays a call more per message.
+        if self._plain and msg is not None:
+            if self._n_takes:
+                t = self._takes.popleft()
+                if not t.called or (t := self._next_take()) is not None:
+                    self._n_takes -= 1
+                    t.callback(msg)
+                    return True
+            buf = self._buffer
+            if len(buf) < self._buffer_size:
+                buf.append(msg)
+                return True
+            if self._n_puts < MAX_PENDING:
+                entry = [msg, cb]
+                self._puts.append(entry)
+                self._n_puts += 1
+                return entry
+        return self._offer(msg, cb)
 
-    def _offer(self, msg: Any) -> Any:
-        """Accept ``msg`` now (``True``), refuse it (``False``, closed), or queue it
-        and return the non-empty list of pending entries it left."""
+    def _offer(self, msg: Any, fire: Callable[[bool], object]) -> Any:
+        """Accept ``msg`` now (``True``), refuse it (``False``, closed), or queue it and
+        return the non-empty list of pending entries it left (the last one calls
+        ``fire``)."""
         if msg is None:
             raise ValueError("None is not a valid message")
         if self._closed:
             return False
-        if self._xform is None:  # the common case: one message, no lists
-            if self._n_takes:
-                self._pop_take().fire(msg)  # type: ignore[union-attr]
-                return True
-            if self._has_room():
-                self._push(msg)
-                return True
-            if self._n_puts >= MAX_PENDING:
-                raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
-            entry = _PendingPut(msg)
-            self._puts.append(entry)
-            self._n_puts += 1
-            return [entry]
+        if self._n_puts >= MAX_PENDING:  # puts wait, so this one would (checked before any effect)
+            raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
+        if self._xform is None:
+            msgs: Iterable[Any] = (msg,)
         else:
             try:
                 msgs = [m for m in self._xform(msg) if m is not None]
             except Exception as e:
                 self._fail(e)
                 return False
-        entries: list[_PendingPut] = []
+        entries: list[list[Any]] = []
         for m in msgs:
             if entries:
-                entries.append(_PendingPut(m))
-            elif self._n_takes:
-                self._pop_take().fire(m)  # type: ignore[union-attr]
+                entries.append([m, _discard])
+            elif self._n_takes and (t := self._pop_take()) is not None:
+                t.callback(m)
             elif self._has_room():
                 self._push(m)
             else:
-                entries.append(_PendingPut(m))
+                entries.append([m, _discard])
         if not entries:
             return True
-        if self._n_puts + len(entries) > MAX_PENDING:
-            raise BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}")
+        # The limit counts puts: one put expanding into more messages (a burst) waits whole.
+        entries[-1][_FIRE] = fire
         self._puts.extend(entries)
         self._n_puts += len(entries)
         return entries
+
+    def _pop_take(self) -> Any:
+        """The oldest live pending take, popped and counted out (``None`` if none)."""
+        t = self._takes.popleft()
+        if not t.called or (t := self._next_take()) is not None:
+            self._n_takes -= 1
+        return t
 
     def _has_room(self) -> bool:
         if self._metric is None:
@@ -376,88 +312,104 @@ class Stream:
     ) -> Deferred[Any]:
         """Like :meth:`put`; fires ``timeout_value`` (the message withdrawn) if not accepted in time."""
         _check_timeout(timeout)
-        try:
-            r = self._offer(msg)
-        except BackpressureError as e:
-            return fail(e)
-        if r.__class__ is bool:
-            return fired(r)
-        d: Deferred[bool] = Deferred(lambda _: _discard(self._withdraw_puts(r)))
-        r[-1].d = d
-        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_puts(r))
+        d, entries = self._put_deferred(msg)
+        if entries is None:
+            return d
+
+        def expire() -> None:
+            if not d.called and self._withdraw_puts(entries):
+                d.callback(timeout_value)
+
+        return arm_timeout(d, timeout, expire, clock)
 
     # -- take ------------------------------------------------------------------
 
     def take(self, default: Any = None) -> Deferred[Any]:
         """Fires with the next message, or ``default`` once the stream is drained."""
         buf = self._buffer
-        if buf and self._plain and not self._n_puts:  # fast path: no refill, no drain
-            if _FAST:
-                d: Deferred[Any] = _Fired()
-                d.result = buf.popleft()
-                return d
-            return fired(buf.popleft())
-        msg = self._poll(default)
-        if msg is not EMPTY:
-            return fired(msg)
+        if buf:
+            if self._plain and not self._n_puts:  # fast path: no refill, no drain
+                if FAST:
+                    d: Deferred[Any] = _Fired()
+                    d.result = buf.popleft()
+                    return d
+                return fired(buf.popleft())
+        elif default is None and self._plain and not self._n_puts and self._n_takes < MAX_PENDING:
+            # fast path: the take waits, as a bare Deferred in the queue
+            if FAST:  # Deferred(self._cancel_take) without the call to Deferred.__init__
+                d = _Waiting()
+                d._callbacks = []
+                d.owner = self  # type: ignore[attr-defined]
+            else:
+                d = Deferred(self._cancel_take)
+            self._takes.append(d)
+            self._n_takes += 1
+            return d
+        return self._take_deferred(default)[0]
+
+    def _take_deferred(self, default: Any) -> tuple[Deferred[Any], _PendingTake | None]:
+        """The general take: its Deferred, and its pending entry if it waits."""
         try:
-            t = self._wait(default)
+            r = self._take_cb(default, None)
         except BackpressureError as e:
-            return fail(e)
-        d = t.d = Deferred(t)
-        return d
+            return fail(e), None
+        if r.__class__ is not _PendingTake:
+            return fired(r), None
+        d: Deferred[Any] = Deferred(r)
+        r.fire = d.callback
+        return d, r
 
-    def _take_cb(self, default: Any, cb: Callable[[Any], object]) -> Any:
-        """Internal take: the message (or ``default``) if here, else the pending entry
-        (``cb(msg)`` is called when it arrives). Raises BackpressureError."""
-        msg = self._poll(default)
-        if msg is not EMPTY:
-            return msg
-        t = self._wait(default)
-        t.cb = cb
-        return t
-
-    def _poll(self, default: Any) -> Any:
-        """The next message, ``default`` if drained, or :data:`EMPTY` if a take must wait."""
+    def _take_cb(self, default: Any, cb: Callable[[Any], object] | None) -> Any:
+        """Internal take: the message (or ``default``) if here, else the pending
+        :class:`_PendingTake` (``cb(msg)`` is called when it arrives). Raises
+        BackpressureError."""
         buf = self._buffer
         if buf:
             msg = buf.popleft()
             if self._metric is not None:
                 self._weight -= self._metric(msg)
-            if self._n_puts:
-                self._refill()
-            elif self._closed and not buf:
+                if self._n_puts:
+                    self._refill()
+            elif self._n_puts:  # one message out, the oldest pending put in
+                p = self._puts.popleft()
+                if p[_FIRE] is None:
+                    p = self._next_put()
+                self._n_puts -= 1
+                buf.append(p[_MSG])
+                p[_FIRE](True)
+            if self._closed and not buf and not self._n_puts:
                 self._set_drained()
             return msg
         if self._n_puts:
-            p = self._pop_put()
-            assert p is not None
-            p.fire(True)
+            p = self._puts.popleft()
+            if p[_FIRE] is None:
+                p = self._next_put()
+            self._n_puts -= 1
+            p[_FIRE](True)
             if self._closed and not self._n_puts:
                 self._set_drained()
-            return p.msg
+            return p[_MSG]
         if self._closed:
             return default
-        return EMPTY
-
-    def _wait(self, default: Any) -> _PendingTake:
         if self._n_takes >= MAX_PENDING:
             raise BackpressureError(f"more than {MAX_PENDING} pending takes on {self!r}")
-        t = _PendingTake(self, default)
+        t = _PendingTake(self, default, cb)
         self._takes.append(t)
         self._n_takes += 1
         return t
 
     def _refill(self) -> None:
-        """Move pending puts into the buffer while it has room, then fire their puts."""
+        """Move pending puts into a weighed buffer while it has room, then fire their puts."""
         moved = []
         while self._n_puts and self._has_room():
-            p = self._pop_put()
-            assert p is not None
-            self._push(p.msg)
+            p = self._puts.popleft()
+            if p[_FIRE] is None:
+                p = self._next_put()
+            self._n_puts -= 1
+            self._push(p[_MSG])
             moved.append(p)
         for p in moved:
-            p.fire(True)
+            p[_FIRE](True)
 
     def try_take(
         self,
@@ -468,15 +420,15 @@ class Stream:
     ) -> Deferred[Any]:
         """Like :meth:`take`; fires ``timeout_value`` (the take withdrawn) if nothing arrives in time."""
         _check_timeout(timeout)
-        msg = self._poll(default)
-        if msg is not EMPTY:
-            return fired(msg)
-        try:
-            t = self._wait(default)
-        except BackpressureError as e:
-            return fail(e)
-        d = t.d = Deferred(t)
-        return _with_timeout(d, timeout, timeout_value, clock, lambda: self._withdraw_take(t))
+        d, entry = self._take_deferred(default)
+        if entry is None:
+            return d
+
+        def expire() -> None:
+            if not d.called and self._withdraw_take(entry):
+                d.callback(timeout_value)
+
+        return arm_timeout(d, timeout, expire, clock)
 
     # -- close -----------------------------------------------------------------
 
@@ -499,15 +451,15 @@ class Stream:
         be sent, so a producer looping on ``await st.put(x)`` ends (it never waits
         on a dead connection). Idempotent.
         """
-        puts = []
-        while (p := self._pop_put()) is not None:
-            puts.append(p)
+        puts, self._puts = self._puts, collections.deque()
+        self._n_puts = 0
         self._buffer.clear()
         self._weight = 0
         self.close()
         self._set_drained()
         for p in puts:
-            p.fire(False)
+            if p[_FIRE] is not None:
+                p[_FIRE](False)
 
     def _set_drained(self) -> None:
         if self._drained:
@@ -521,9 +473,8 @@ class Stream:
         takes, self._takes = self._takes, collections.deque()
         self._n_takes = 0
         for t in takes:
-            if t.live:
-                t.live = False
-                t.fire(t.default)
+            if not t.called:
+                t.callback(t.default if t.__class__ is _PendingTake else None)
 
     def _fail(self, error: BaseException) -> None:
         """Close because of ``error``: log it and keep it in :meth:`description`."""
@@ -614,30 +565,6 @@ def _call_safely(fn: Callable[[], object]) -> None:
         fn()
     except Exception:
         _log.failure("error in an on_closed/on_drained callback {fn!r}", fn=fn)
-
-
-def _with_timeout(
-    d: Deferred[Any],
-    timeout: float,
-    timeout_value: Any,
-    clock: IReactorTime | None,
-    withdraw: Callable[[], bool],
-) -> Deferred[Any]:
-    """Fire ``d`` with ``timeout_value`` after ``timeout`` unless it fired; cancel the timer."""
-
-    def expire() -> None:
-        if not d.called and withdraw():
-            d.callback(timeout_value)
-
-    call: IDelayedCall = _reactor_clock(clock).callLater(timeout, expire)
-
-    def disarm(result: Any) -> Any:
-        if call.active():
-            call.cancel()
-        return result
-
-    d.addBoth(disarm)
-    return d
 
 
 def stream(

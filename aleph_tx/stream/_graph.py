@@ -41,6 +41,22 @@ def ready(d: Deferred[Any]) -> Any:
     return PENDING
 
 
+#: Types already seen to be plain values (neither a Deferred nor a coroutine):
+#: ``type(v) in VALUE_TYPES`` is the cheapest test that a result needs no waiting.
+VALUE_TYPES: set[type] = {int, float, str, bytes, bool, tuple, list, dict}
+
+
+def must_wait(t: type) -> bool:
+    """Whether a result of type ``t`` is a Deferred or a coroutine (else ``t`` joins
+    :data:`VALUE_TYPES`). Use as ``t not in VALUE_TYPES and must_wait(t)``."""
+    if t is CoroutineType or is_deferred_type(t):
+        return True
+    if len(VALUE_TYPES) > 256:  # bounded, should types be made on the fly
+        VALUE_TYPES.clear()
+    VALUE_TYPES.add(t)
+    return False
+
+
 def resolve(x: Any) -> Any:
     """``x`` as a value or a Deferred: coroutines are started as Deferreds."""
     if is_deferred_type(type(x)):
@@ -67,11 +83,25 @@ def _fast_put(st: Any) -> Callable[[Any, Callable[[bool], object]], Any] | None:
 class _Edge:
     """One connection from a node's source to a sink.
 
-    ``put_cb`` (a plain sink's internal put) is used when set, else ``offer``, which
-    returns a Deferred. ``pending`` is the marker of the put in flight, if any.
+    ``put_cb(msg, cb)`` (a plain sink's internal put, or an operator's offer) is used
+    when set, else ``offer(msg)``, which returns a Deferred. ``pending`` is the marker
+    of the put in flight, if any. ``on_error(exc)`` is called when a put raises or its
+    Deferred fails (default: log it); the edge is then removed.
     """
 
-    __slots__ = ("active", "downstream", "node", "offer", "on_end", "pending", "put_cb", "sink", "upstream")
+    __slots__ = (
+        "accepted_cb",
+        "active",
+        "downstream",
+        "node",
+        "offer",
+        "on_end",
+        "on_error",
+        "pending",
+        "put_cb",
+        "sink",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -81,21 +111,30 @@ class _Edge:
         upstream: bool,
         on_end: Callable[[], object] | None = None,
         put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
         self.sink = sink
         self.on_end = on_end
         self.offer = offer
         self.put_cb = put_cb
+        self.on_error = on_error
         self.downstream = downstream
         self.upstream = upstream
         self.active = True
         self.pending: Any = None
         self.node: _Node | None = None
+        self.accepted_cb = self.accepted  # made once: put_cb's callback for every message
 
     def accepted(self, result: Any) -> None:
-        """``put_cb``'s callback: the put in flight was decided."""
-        if self.node is not None:
-            self.node._offered(result, self, self.pending)
+        """``put_cb``'s callback: the put in flight was decided (``True``/``False``)."""
+        node = self.node
+        if self.pending is None or node is None:
+            return  # the edge was removed meanwhile
+        self.pending = None
+        node.in_flight -= 1
+        if result is not True:
+            node._refused(self, result)
+        node.pump()
 
 
 class _Node:
@@ -107,7 +146,7 @@ class _Node:
     :class:`Stream`).
     """
 
-    __slots__ = ("edges", "fast_take", "in_flight", "running", "source", "waiting")
+    __slots__ = ("edges", "fast_take", "in_flight", "running", "source", "taken_cb", "waiting")
 
     def __init__(self, source: Any) -> None:
         self.source = source
@@ -116,6 +155,7 @@ class _Node:
         self.in_flight = 0
         self.running = False
         self.fast_take = _fast_take(source)
+        self.taken_cb = self._taken_cb  # made once: the fast take's callback
 
     def add(self, edge: _Edge) -> None:
         edge.node = self
@@ -161,7 +201,7 @@ class _Node:
             source, fast = self.source, self.fast_take
             while self.edges and not self.in_flight and self.waiting is None:
                 if fast is not None:
-                    msg = fast(_END, self._taken_cb)
+                    msg = fast(_END, self.taken_cb)
                     if msg.__class__ is _PendingTake:
                         self.waiting = msg
                         return
@@ -172,7 +212,23 @@ class _Node:
                         self.waiting = d
                         d.addCallbacks(self._taken, self._take_failed, callbackArgs=(d,), errbackArgs=(d,))
                         return
-                self.deliver(msg)
+                edges = self.edges
+                if len(edges) == 1 and msg is not _END and edges[0].put_cb is not None:
+                    # one sink (the common case): deliver inline
+                    edge = edges[0]
+                    try:
+                        r = edge.put_cb(msg, edge.accepted_cb)  # type: ignore[misc]
+                    except Exception as e:
+                        self._failed(edge, e)
+                        continue
+                    if r is not True:
+                        if r.__class__ is list:  # a pending put of a plain sink
+                            self.in_flight = 1
+                            edge.pending = r
+                        else:
+                            self._put_result(edge, r)
+                else:
+                    self.deliver(msg)
         finally:
             self.running = False
 
@@ -201,41 +257,57 @@ class _Node:
         for edge in tuple(self.edges):
             if not edge.active:
                 continue
-            put_cb = edge.put_cb
-            if put_cb is not None:
-                r = put_cb(msg, edge.accepted)
-                if r is True:
-                    continue
-                if r is False:
-                    self._refused(edge, False)
-                    continue
-                if not is_deferred_type(type(r)):  # pending entries: edge.accepted fires later
-                    self.in_flight += 1
-                    edge.pending = r
-                    continue
-                d = r
-            else:
-                d = edge.offer(msg)
-            r = ready(d)
-            if r is PENDING:
-                self.in_flight += 1
-                edge.pending = d
-                d.addBoth(self._offered, edge, d)
-            elif r is not True:
-                self._refused(edge, r)
+            try:
+                if edge.put_cb is not None:
+                    r = edge.put_cb(msg, edge.accepted_cb)
+                else:
+                    r = edge.offer(msg)
+            except Exception as e:
+                self._failed(edge, e)
+                continue
+            if r is not True:
+                self._put_result(edge, r)
 
-    def _offered(self, result: Any, edge: _Edge, marker: Any) -> None:
-        if marker is None or edge.pending is not marker:
+    def _put_result(self, edge: _Edge, r: Any) -> None:
+        """A put that was not accepted at once: refused (``False``), pending (an
+        internal marker: ``edge.accepted`` follows), or a Deferred."""
+        if r is False:
+            self._refused(edge, False)
+            return
+        if not is_deferred_type(type(r)):
+            self.in_flight += 1
+            edge.pending = r
+            return
+        v = ready(r)
+        if v is PENDING:
+            self.in_flight += 1
+            edge.pending = r
+            r.addBoth(self._offered, edge, r)
+        elif v is not True:
+            self._refused(edge, v)
+
+    def _offered(self, result: Any, edge: _Edge, marker: Deferred[Any]) -> None:
+        """The Deferred put ``marker`` was decided."""
+        if edge.pending is not marker:
             return  # the edge was removed meanwhile
         edge.pending = None
         self.in_flight -= 1
         if isinstance(result, Failure):
-            if not result.check(CancelledError):
-                _log.failure("put into {sink!r} failed", result, sink=edge.sink)
-            self._refused(edge, False)
+            if result.check(CancelledError):
+                self._refused(edge, False)
+            else:
+                self._failed(edge, result.value if result.value is not None else RuntimeError(repr(result)))
         elif result is not True:
             self._refused(edge, result)
         self.pump()
+
+    def _failed(self, edge: _Edge, error: BaseException) -> None:
+        """A put into ``edge`` raised or failed: report it, drop the edge."""
+        if edge.on_error is not None:
+            edge.on_error(error)
+        else:
+            _log.failure("put into {sink!r} failed", Failure(error), sink=edge.sink)
+        self._refused(edge, False)
 
     def _refused(self, edge: _Edge, result: Any) -> None:
         if result is _TIMED_OUT:
@@ -315,23 +387,8 @@ def connect_via(
     kept in its description. Closing ``sink`` closes ``source`` if it has no other sink.
     When ``source`` is drained, ``on_end()`` is called instead of closing ``sink``.
     """
-
-    def failed(f: Failure) -> bool:
-        sink._fail(f.value if f.value is not None else RuntimeError(repr(f)))
-        return False
-
-    def put_cb(msg: Any, cb: Callable[[bool], object]) -> Any:
-        try:
-            r = fn(msg, cb)
-        except Exception as e:
-            sink._fail(e)
-            return False
-        if is_deferred_type(type(r)) and ready(r) is PENDING:
-            r.addErrback(failed)
-        return r
-
     node = _node(source)
-    node.add(_Edge(sink, sink.put, True, upstream, on_end, put_cb=put_cb))
+    node.add(_Edge(sink, sink.put, True, upstream, on_end, put_cb=fn, on_error=sink._fail))
 
 
 def drain_into(source: Any, sink: Any) -> Deferred[bool]:

@@ -8,16 +8,28 @@ function is skipped: ``None`` is not a message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from aleph_tx._time import TOLERANCE, Timer, get_clock
 from aleph_tx.deferred import NOTHING
-from aleph_tx.stream._core import Stream, _PendingTake, _reactor_clock, is_deferred_type
-from aleph_tx.stream._graph import _END, PENDING, _fast_take, connect, connect_via, ready, resolve
+from aleph_tx.stream._core import Stream, _PendingTake, is_deferred_type
+from aleph_tx.stream._graph import (
+    _END,
+    PENDING,
+    VALUE_TYPES,
+    _fast_take,
+    connect,
+    connect_via,
+    must_wait,
+    ready,
+    resolve,
+)
 
 __all__ = [
     "NOTHING",
@@ -47,12 +59,7 @@ def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     return fn(x)
 
 
-def _put_value(dst: Stream, value: Any, cb: Callable[[bool], object]) -> Any:
-    """Put ``value`` through the internal callback put; ``None`` is skipped."""
-    return True if value is None else dst._put_cb(value, cb)
-
-
-def _put_later(dst: Stream, value: Any) -> Any:
+def _put_later(value: Any, dst: Stream) -> Any:
     """Put ``value`` once a Deferred produced it: a Deferred result for the pump."""
     return True if value is None else dst.put(value)
 
@@ -69,12 +76,17 @@ def map(f: Callable[..., Any], *sources: Any) -> Stream:  # noqa: A001
     else:
         source, fn = zip(*sources), lambda t: f(*t)
     dst = Stream(description={"op": "map"})
+    put = dst._put_cb
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
-        v = resolve(fn(msg))
-        if is_deferred_type(type(v)):
-            return v.addCallback(lambda x: _put_later(dst, x))
-        return _put_value(dst, v, cb)
+        v = fn(msg)
+        t = type(v)
+        if t not in VALUE_TYPES:
+            if v is None:
+                return True
+            if must_wait(t):
+                return resolve(v).addCallback(_put_later, dst)
+        return put(v, cb)
 
     connect_via(source, offer, dst)
     return dst
@@ -85,9 +97,10 @@ def filter(pred: Callable[[Any], Any], source: Any) -> Stream:  # noqa: A001
     dst = Stream(description={"op": "filter"})
 
     def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
-        keep = resolve(pred(msg))
-        if is_deferred_type(type(keep)):
-            return keep.addCallback(lambda k: dst.put(msg) if k else True)
+        keep = pred(msg)
+        t = type(keep)
+        if t not in VALUE_TYPES and must_wait(t):
+            return resolve(keep).addCallback(lambda k: dst.put(msg) if k else True)
         return dst._put_cb(msg, cb) if keep else True
 
     connect_via(source, offer, dst)
@@ -140,11 +153,13 @@ def _loop(source: Any, step: Callable[[Any], Any], finish: Callable[[], Any]) ->
                 if msg is _END:
                     done.callback(finish())
                     return
-                r = resolve(step(msg))
+                r = step(msg)
                 msg = PENDING
-                if is_deferred_type(type(r)) and ready(r) is PENDING:
-                    r.addCallbacks(lambda _: run(), done.errback)
-                    return
+                if r is not None and (t := type(r)) not in VALUE_TYPES and must_wait(t):
+                    r = resolve(r)
+                    if ready(r) is PENDING:
+                        r.addCallbacks(lambda _: run(), done.errback)
+                        return
         except Exception:
             done.errback(Failure())
 
@@ -159,17 +174,21 @@ def reduce(f: Callable[[Any, Any], Any], source: Any, initial: Any = NOTHING) ->
     """
     acc = initial
 
+    def store(v: Any) -> None:
+        nonlocal acc
+        acc = v
+
     def step(msg: Any) -> Any:
         nonlocal acc
         if acc is NOTHING:
             acc = msg
             return None
-
-        def store(v: Any) -> None:
-            nonlocal acc
-            acc = v
-
-        return _then(f(acc, msg), store)
+        v = f(acc, msg)
+        t = type(v)
+        if t not in VALUE_TYPES and must_wait(t):
+            return _then(v, store)
+        acc = v
+        return None
 
     def finish() -> Any:
         if acc is NOTHING:
@@ -205,33 +224,29 @@ def batch(max_size: int, max_latency: float, source: Any, clock: IReactorTime | 
     """
     if max_size < 1:
         raise ValueError(f"max_size must be >= 1, not {max_size!r}")
-    if max_latency < 0:
+    if not max_latency >= 0:
         raise ValueError(f"max_latency must be >= 0, not {max_latency!r}")
     dst = Stream(description={"op": "batch"})
     acc: list[Any] = []
-    timer: IDelayedCall | None = None
 
     def flush() -> Deferred[bool]:
-        nonlocal acc, timer
-        if timer is not None and timer.active():
-            timer.cancel()
-        timer = None
+        nonlocal acc
+        timer.stop()
         out, acc = acc, []
         return dst.put(out)
 
     def expire() -> None:
-        nonlocal timer
-        timer = None
         if acc:
             flush()
 
+    timer = Timer(max_latency, expire, clock)
+
     def offer(msg: Any, _cb: object = None) -> Any:
-        nonlocal timer
         acc.append(msg)
         if len(acc) >= max_size:
             return flush()
-        if timer is None:
-            timer = _reactor_clock(clock).callLater(max_latency, expire)
+        if len(acc) == 1:
+            timer.start()
         return True
 
     def end() -> None:
@@ -240,43 +255,60 @@ def batch(max_size: int, max_latency: float, source: Any, clock: IReactorTime | 
         dst.close()
 
     connect_via(source, offer, dst, on_end=end)
-    dst.on_closed(lambda: timer.cancel() if timer is not None and timer.active() else None)
+    dst.on_closed(timer.stop)
     return dst
 
 
 def throttle(max_rate: float, source: Any, clock: IReactorTime | None = None) -> Stream:
     """At most ``max_rate`` messages a second, never dropping one.
 
-    A token bucket of ``max_rate`` tokens: bursts of up to ``max_rate`` after a pause.
-    Messages are taken from ``source`` no faster than that (one is held while it
-    waits for its token), so the source sees backpressure.
+    A token bucket of ``max_rate`` tokens (at least one): bursts of up to ``max_rate``
+    after a pause. Messages are taken from ``source`` no faster than that (one is
+    held while it waits for its token), so the source sees backpressure.
     """
-    if max_rate <= 0:
+    if not max_rate > 0:
         raise ValueError(f"max_rate must be > 0, not {max_rate!r}")
     dst = Stream(description={"op": "throttle"})
-    clk = _reactor_clock(clock)
-    tokens = float(max_rate)
+    rate = float(max_rate)
+    capacity = max(1.0, rate)  # below one message a second, the bucket still holds one
+    clk = get_clock(clock)
+    tokens = capacity
     last = clk.seconds()
-    waiting: list[IDelayedCall] = []  # the one timer of the held message, if any
+    held: list[Any] = []  # the message waiting for its token, and the Deferred the pump waits on
 
-    def offer(msg: Any, _cb: object = None) -> Any:
+    def refill() -> None:
         nonlocal tokens, last
         now = clk.seconds()
-        tokens = min(float(max_rate), tokens + (now - last) * max_rate)
-        last = now
-        if tokens >= 1:
-            tokens -= 1
-            return dst.put(msg)
+        if now > last:
+            tokens = min(capacity, tokens + (now - last) * rate)
+            last = now
+
+    def release() -> None:
+        # The timer was armed for the instant this message's token is in: it is
+        # spent without a second look (which float rounding can make miss the
+        # token by an ulp, and re-arm a timer at the current instant forever).
+        nonlocal tokens
+        refill()
+        tokens -= 1.0
+        msg, d = held
+        held.clear()
+        d.callback(msg)
+
+    timer = Timer(None, release, clock)
+
+    def offer(msg: Any, cb: Callable[[bool], object]) -> Any:
+        nonlocal tokens
+        refill()
+        wait = (1.0 - tokens) / rate
+        if wait <= TOLERANCE:
+            tokens -= 1.0  # within the tolerance of a token: a debt the next refill pays
+            return dst._put_cb(msg, cb)
         d: Deferred[Any] = Deferred()
-        waiting[:] = [clk.callLater((1 - tokens) / max_rate, d.callback, None)]
-        return d.addCallback(lambda _: offer(msg) if not dst.closed else False)
+        held[:] = [msg, d]
+        timer.start_at(clk.seconds() + wait)
+        return d.addCallback(dst.put)
 
-    def stop() -> None:
-        for call in waiting:
-            if call.active():
-                call.cancel()
-
-    dst.on_closed(stop)
+    dst.on_closed(timer.stop)
     connect_via(source, offer, dst)
     return dst
 
@@ -289,20 +321,24 @@ def periodically(
 ) -> Stream:
     """A source calling ``f()`` after ``initial_delay``, then every ``period`` seconds.
 
-    A value not taken before the next call is dropped, never queued. Closing the
-    stream stops the timer. If ``f`` raises, the stream closes with the error logged.
+    Calls are due at ``initial_delay + k * period`` from now; when the clock has
+    passed several of them at once (a blocked reactor, a large ``Clock.advance``),
+    ``f`` is called once for all of them, as :class:`twisted.internet.task.LoopingCall`
+    does. A value not taken before the next call is dropped, never queued. Closing
+    the stream stops the timer. If ``f`` raises, the stream closes with the error logged.
     """
-    if period <= 0:
+    if not period > 0:
         raise ValueError(f"period must be > 0, not {period!r}")
+    if not initial_delay >= 0:
+        raise ValueError(f"initial_delay must be >= 0, not {initial_delay!r}")
     dst = Stream(description={"op": "periodically"})
-    clk = _reactor_clock(clock)
+    clk = get_clock(clock)
     start = clk.seconds() + initial_delay
-    ticks = 0
+    due = 0  # the index of the next call due: at start + due * period
     last: Deferred[bool] | None = None
-    call: IDelayedCall
 
     def tick() -> None:
-        nonlocal ticks, last, call
+        nonlocal due, last
         if last is not None and not last.called:
             last.addErrback(lambda f: f.trap(CancelledError))
             last.cancel()
@@ -313,12 +349,15 @@ def periodically(
             return
         if value is not None:
             last = dst.put(value)
-        ticks += 1
         if not dst.closed:
-            call = clk.callLater(max(0.0, start + ticks * period - clk.seconds()), tick)
+            # the first call due strictly after now (the ones passed are skipped)
+            passed = math.floor((clk.seconds() - start + TOLERANCE) / period)
+            due = max(due + 1, passed + 1)
+            timer.start_at(start + due * period)
 
-    call = clk.callLater(initial_delay, tick)
-    dst.on_closed(lambda: call.cancel() if call.active() else None)
+    timer = Timer(None, tick, clock)
+    timer.start(initial_delay)
+    dst.on_closed(timer.stop)
     return dst
 
 

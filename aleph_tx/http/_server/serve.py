@@ -130,7 +130,7 @@ def start_server(
     :param listen: Twisted endpoint description(s) instead of ``port``/``host``.
     :param ssl_context: a server TLS context (:func:`aleph_tx.tls.self_signed_context`).
     :param reactor: the reactor (``None``: the global one).
-    :param options: see API.md (``max_request_body_size``, ``idle_timeout``, ...).
+    :param options: see :doc:`http_server` (``max_request_body_size``, ``idle_timeout``, ...).
     :returns: the :class:`~aleph_tx._server.Server`.
     :raises TypeError: for an unknown option name, or a handler that is not callable.
     :raises ValueError: for a bad option value.

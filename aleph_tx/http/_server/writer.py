@@ -12,20 +12,18 @@ the next response starts), and gives it to the front's sink, which frames it
 from __future__ import annotations
 
 import typing
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aleph_tx._adapter import Pump, PumpState
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._pump import Pump, PumpState
 from aleph_tx.http._ring.coding import Gzipper
 
-if typing.TYPE_CHECKING:
-    from aleph_tx.http._server.exchange import Exchange
-
-__all__ = ["BodySink", "BodyWriter"]
+__all__ = ["BodyEnds", "BodySink", "BodyWriter"]
 
 _log = Logger()
 
@@ -36,10 +34,10 @@ class BodySink(typing.Protocol):
     def write(self, data: bytes) -> None:
         """A piece of the body (non-empty; the sink frames it)."""
 
-    def body_done(self, ex: Exchange, complete: bool) -> None:
-        """The body is over; ``complete`` is ``False`` if it was shorter than its length."""
+    def body_done(self, ex: Any, complete: bool) -> None:
+        """``ex``'s body is over; ``complete`` is ``False`` if it was shorter than its length."""
 
-    def body_failed(self, ex: Exchange) -> None:
+    def body_failed(self, ex: Any) -> None:
         """The body failed after the head went out: cut the connection (or stream)."""
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:  # noqa: N802
@@ -49,10 +47,14 @@ class BodySink(typing.Protocol):
         """The writer is done."""
 
 
-class _Ender(typing.Protocol):
-    def body_written(self, complete: bool) -> None: ...
+class BodyEnds(typing.Protocol):
+    """Who is told how a body ended (the exchange)."""
 
-    def failed(self, failure: Failure) -> None: ...
+    def body_written(self, complete: bool) -> None:
+        """The whole body went out (``complete``: as long as it said)."""
+
+    def failed(self, failure: Failure) -> None:
+        """The body's source failed after the head went out."""
 
 
 @implementer(IPushProducer)
@@ -71,7 +73,7 @@ class BodyWriter:
 
     def __init__(
         self,
-        ex: Exchange | _Ender,
+        ex: BodyEnds,
         sink: BodySink,
         source: ChunkSource,
         length: int | None,

@@ -8,7 +8,7 @@ The frames are autobahn's (its Twisted ``WebSocketServerProtocol`` and
 :class:`~aleph_tx.http._websocket.glue.WebSocketStream` with backpressure both
 ways; :mod:`.options` validates options and the opening handshake.
 
-Server hand-off (TWISTED-NOTES §2): the HTTP/1.1 protocol gives an ``Upgrade``
+Server hand-off (docs/internals.rst, "The WebSocket hand-off"): the HTTP/1.1 protocol gives an ``Upgrade``
 request a dict with an ``upgrade`` attribute (``_server.h1.UpgradeHandle``; under
 ``to_resource``, ``_server.web.WebUpgradeHandle``);
 :func:`websocket_connection` checks the handshake, then calls

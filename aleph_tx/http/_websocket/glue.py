@@ -425,7 +425,7 @@ _FAST_BASES: tuple[type, ...] = (FastFrames,) if FAST else ()
 
 
 class ServerProtocol(*_FAST_BASES, _StreamGlue, WebSocketServerProtocol):  # type: ignore[misc]
-    """The server side, handed the connection by the HTTP/1.1 protocol (TWISTED-NOTES §2)."""
+    """The server side, handed the connection by an HTTP/1.1 front (docs/internals.rst)."""
 
     side = "server"
     _AUTOBAHN_ATTRS = tuple(WebSocketServerProtocol.CONFIG_ATTRS)
