@@ -42,7 +42,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aleph_tx._adapter import Pump
+from aleph_tx._pump import Pump
 from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import ProtocolError
 from aleph_tx.http._client import eager
@@ -270,7 +270,7 @@ class HTTP11ClientConnection(Protocol):
                 transport.unregisterProducer()
 
     def write(self, data: bytes) -> None:
-        """:class:`~aleph_tx._adapter.PumpSink`: one chunk of the request body."""
+        """:class:`~aleph_tx._pump.PumpSink`: one chunk of the request body."""
         if self._pump is None:
             return
         if self._chunked_out:
@@ -284,7 +284,7 @@ class HTTP11ClientConnection(Protocol):
         self._write(data)
 
     def pump_done(self) -> None:
-        """:class:`~aleph_tx._adapter.PumpSink`: the request body ended."""
+        """:class:`~aleph_tx._pump.PumpSink`: the request body ended."""
         if self._pump is None:
             return
         self._pump = None
@@ -298,7 +298,7 @@ class HTTP11ClientConnection(Protocol):
         self._request_written()
 
     def pump_failed(self, failure: Failure) -> None:
-        """:class:`~aleph_tx._adapter.PumpSink`: the request body failed (or was not bytes)."""
+        """:class:`~aleph_tx._pump.PumpSink`: the request body failed (or was not bytes)."""
         self._pump = None
         error = failure.value
         assert error is not None

@@ -9,7 +9,7 @@ so the rest of the client treats both protocols alike.
 Backpressure: received DATA is acknowledged (the flow control window reopened) only
 once the body's reader took it, so a paused stream stops its sender without
 stopping the other streams. Request bodies go through the same
-:class:`~aleph_tx._adapter.Pump` as on HTTP/1.1, paused while the peer's window is
+:class:`~aleph_tx._pump.Pump` as on HTTP/1.1, paused while the peer's window is
 closed. Cancelling a request resets its stream (``RST_STREAM CANCEL``, RFC 9113
 §6.4); the connection and its other streams carry on.
 """
@@ -29,7 +29,7 @@ import h2.settings
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import Pump
+from aleph_tx._pump import Pump
 from aleph_tx._chunks import ChunkSource
 from aleph_tx.errors import ConnectionLostError, ProtocolError
 from aleph_tx.http._client.body import BodySink

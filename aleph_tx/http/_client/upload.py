@@ -2,7 +2,7 @@
 
 :class:`Replayable` wraps the option's value; :meth:`Replayable.source` gives the
 bytes (sent with ``Content-Length``) or a :class:`~aleph_tx._chunks.ChunkSource`
-that the connection sends with an :class:`~aleph_tx._adapter.Pump`: taken only
+that the connection sends with an :class:`~aleph_tx._pump.Pump`: taken only
 while the transport accepts more, a file read one chunk at a time, so a file is
 never held whole in memory. :func:`encode_multipart` streams ``multipart/form-data``
 (RFC 7578) the same way.
