@@ -29,11 +29,11 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import ChunkSource
-from aleph_tx._time import arm_timeout, get_clock
+from aleph_tx._time import Deadline, arm_timeout
 from aleph_tx.errors import ConnectionLostError, PoolTimeout
 from aleph_tx.http._client.body import ResponseHandle
 from aleph_tx.http._ring.versions import check_http_versions
@@ -236,8 +236,7 @@ class ConnectionPool:
         self._connecting: dict[Hashable, int] = {}
         self._single_keys: set[Hashable] = set()  # keys whose server did not multiplex
         self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._idle_since: dict[PooledConnection, float] = {}
-        self._timers: dict[PooledConnection, IDelayedCall] = {}
+        self._deadlines: dict[PooledConnection, Deadline] = {}  # idle timeouts
         self.connections_opened = 0
 
     # -- public ----------------------------------------------------------------------
@@ -326,7 +325,7 @@ class ConnectionPool:
     def _take_shared(self, key: Hashable) -> PooledConnection | None:
         for conn in self._shared.get(key, ()):
             if conn.can_take():
-                self._idle_since.pop(conn, None)
+                self._stop_idle(conn)
                 return conn
         return None
 
@@ -336,7 +335,7 @@ class ConnectionPool:
             conn = conns.pop()
             if not conns:
                 del self._idle[key]
-            self._idle_since.pop(conn, None)
+            self._stop_idle(conn)
             if conn.can_take():
                 self._busy.add(conn)
                 return conn
@@ -465,31 +464,29 @@ class ConnectionPool:
             if not conn.can_take():
                 return
             if w.key == key and self.withdraw(w):  # (a callback may have served it)
-                self._idle_since.pop(conn, None)
+                self._stop_idle(conn)
                 w.d.callback(conn)
 
     def _arm_idle(self, conn: PooledConnection) -> None:
-        """Close ``conn`` once idle for ``idle_timeout``; one timer per connection,
-        re-armed only when it fires early (a connection reused in between)."""
+        """Close ``conn`` once it has been idle for ``idle_timeout`` (a ``Deadline``:
+        restarted per request with a clock read, not a new delayed call)."""
         if self.idle_timeout is None:
             return
-        clock = get_clock(self._clock)
-        self._idle_since[conn] = clock.seconds()
-        if conn not in self._timers:
-            self._timers[conn] = clock.callLater(self.idle_timeout, self._idle_check, conn)
+        deadline = self._deadlines.get(conn)
+        if deadline is None:
+            deadline = self._deadlines[conn] = Deadline(
+                self.idle_timeout, lambda: self._idle_expired(conn), self._clock
+            )
+        deadline.start()
 
-    def _idle_check(self, conn: PooledConnection) -> None:
-        del self._timers[conn]
-        since = self._idle_since.get(conn)
-        if since is None or self.idle_timeout is None:
-            return  # in use: armed again once it is idle
-        clock = get_clock(self._clock)
-        left = since + self.idle_timeout - clock.seconds()
-        if left > 1e-9:
-            self._timers[conn] = clock.callLater(left, self._idle_check, conn)
-            return
-        self._forget(conn)
-        conn.close()
+    def _stop_idle(self, conn: PooledConnection) -> None:
+        deadline = self._deadlines.get(conn)
+        if deadline is not None:
+            deadline.stop()
+
+    def _idle_expired(self, conn: PooledConnection) -> None:
+        if self._forget(conn):
+            conn.close()
 
     def _forget(self, conn: PooledConnection) -> bool:
         """Remove ``conn`` everywhere and free its slot; ``False`` if it was not known."""
@@ -509,10 +506,9 @@ class ConnectionPool:
                     break
         if not known:
             return False
-        self._idle_since.pop(conn, None)
-        timer = self._timers.pop(conn, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        deadline = self._deadlines.pop(conn, None)
+        if deadline is not None:
+            deadline.cancel()
         n = self._live.get(key, 0) - 1
         if n > 0:
             self._live[key] = n
