@@ -383,3 +383,29 @@ def test_a_thousand_mixed_failures_leave_nothing_behind() -> None:
     assert closed.called
     assert net.pool.description()["total"] == 0
     assert net.reactor.getDelayedCalls() == []
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+def test_a_finished_response_leaves_no_reference_cycle() -> None:
+    """A body is freed as soon as its response is done, not at the next garbage
+    collection: 50 concurrent 1 MiB downloads used to keep ~1.5 GiB alive."""
+    import gc
+
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"b" * 100_000
+    net = Net(lambda n, c: (big if n % 2 else OK, "keep"))
+    warm = net.request()
+    net.run()
+    assert warm.called
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(20):
+            d = net.request()
+            net.run()
+            assert len(d.result["body"]) == (100_000 if i % 2 == 0 else 2)
+        del d
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

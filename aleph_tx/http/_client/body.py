@@ -205,6 +205,7 @@ class H1Response:
         if self._finished:
             return
         self._finished = True
+        self._sink = None  # (no cycle left holding the body once it is delivered)
         error = sink.body_ending()
         conn, self._conn = self._conn, None
         if error is not None:
@@ -227,7 +228,8 @@ class H1Response:
             self.head.errback(reason)
         elif self._sink is not None:
             self._finished = True
-            self._sink.body_failed(reason)
+            sink, self._sink = self._sink, None
+            sink.body_failed(reason)
 
 
 def _stalled() -> ReadTimeout:
@@ -305,7 +307,7 @@ class BodyCollector:
     def body_done(self) -> None:
         if self._timer is not None:
             self._timer.stop()
-        chunks = self._chunks
+        chunks, self._chunks = self._chunks, []
         self.data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._d is not None and not self._d.called:
             self._d.callback(self.data)

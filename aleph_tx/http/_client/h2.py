@@ -29,8 +29,8 @@ import h2.settings
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
-from aleph_tx._pump import Pump
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._pump import Pump
 from aleph_tx.errors import ConnectionLostError, ProtocolError
 from aleph_tx.http._client.body import BodySink
 from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
@@ -178,6 +178,7 @@ class H2ClientStream:
             self._ack(n)
         if not self._in and self._ended and not self._finished and self._error is None:
             self._finished = True
+            self._sink = None  # (no cycle left holding the body once it is delivered)
             error = sink.body_ending()
             if error is not None:
                 self._error = error
@@ -216,7 +217,8 @@ class H2ClientStream:
             self.head.errback(reason)
         elif self._sink is not None:
             self._finished = True
-            self._sink.body_failed(reason)
+            sink, self._sink = self._sink, None
+            sink.body_failed(reason)
 
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None
