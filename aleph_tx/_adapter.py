@@ -55,7 +55,7 @@ from zope.interface import implementer
 
 from aleph_tx import byte_streams
 from aleph_tx._chunks import to_chunk
-from aleph_tx._time import arm_timeout
+from aleph_tx._time import withdraw_after
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._core import (
     MAX_PENDING,
@@ -312,12 +312,7 @@ class Sender:
         """Like :meth:`send`; fires ``timeout_value`` (the message withdrawn) if not written in time."""
         _check_timeout(timeout)
         d = self.send(msg)
-
-        def expire() -> None:
-            if self._remove(d):
-                d.callback(timeout_value)
-
-        return arm_timeout(d, timeout, expire, clock)
+        return withdraw_after(d, timeout, lambda: self._remove(d), timeout_value, clock)
 
     def _remove(self, d: Deferred[Any]) -> bool:
         for i, (_, qd) in enumerate(self._queue):

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import error_of, to_chunk
+from aleph_tx._threads import call_on_reactor
 from aleph_tx.stream._graph import PENDING as _PENDING
 from aleph_tx.stream._graph import ready as _fired
 
@@ -26,7 +26,7 @@ class _InputStream(io.RawIOBase):
     """A blocking binary file over a source, for code in a thread.
 
     Over a stream, each chunk is taken on the reactor thread
-    (``blockingCallFromThread``) while the reading thread waits. On the reactor
+    (:func:`~aleph_tx._threads.call_on_reactor`) while the reading thread waits. On the reactor
     thread itself, a read that would have to wait raises :class:`RuntimeError`
     (it would deadlock); a read that data already buffered in the stream can
     answer works. Closing it closes the stream.
@@ -88,14 +88,14 @@ class _InputStream(io.RawIOBase):
                 )
             return msg
         assert reactor is not None
-        return blockingCallFromThread(reactor, source.take, _END)
+        return call_on_reactor(reactor, source.take, _END)
 
     def _on_reactor(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the reactor thread (here if this is it, or no reactor runs)."""
         reactor = self._reactor
         if reactor is None or _in_io_thread() or not getattr(reactor, "running", True):
             return fn(*args)
-        return blockingCallFromThread(reactor, fn, *args)
+        return call_on_reactor(reactor, fn, *args)
 
     def _fill(self) -> bool:
         """Make sure some data is buffered; ``False`` at the end."""

@@ -257,6 +257,7 @@ def listen(
     ssl_context: Any = None,
     reactor: Any = None,
     backlog: int = DEFAULT_BACKLOG,
+    tls: list[Any] | None = None,
 ) -> list[IListeningPort]:
     """Bind ``factory`` now and return the listening ports.
 
@@ -269,6 +270,8 @@ def listen(
         ``getContext()``, e.g. :func:`aleph_tx.tls.self_signed_context`).
     :param reactor: the reactor (``None``: the global one).
     :param backlog: ``listen(2)`` backlog, unless an endpoint string has its own.
+    :param tls: if given, gets each port's TLS options (its certificate and key: an
+        HTTP/3 listener beside it uses them), or ``None`` for a port without TLS.
     :returns: the bound ports.
     :raises twisted.internet.error.CannotListenError: if a port cannot be bound.
     :raises ValueError: for a bad port, an empty ``listen`` or an endpoint that
@@ -278,6 +281,8 @@ def listen(
     if listen is None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        if tls is not None:
+            tls.append(ssl_context)
         if ssl_context is None:
             return [reactor.listenTCP(port, factory, backlog=backlog, interface=host)]
         return [
@@ -296,6 +301,8 @@ def listen(
             if tls_options is not None:
                 _context_factory(tls_options)  # our ALPN callback instead of Twisted's
             ports.append(_bound(endpoint.listen(factory), desc))
+            if tls is not None:
+                tls.append(tls_options)
     except BaseException:
         for p in ports:
             p.stopListening()
@@ -348,8 +355,14 @@ def _alpn_selector(static: tuple[bytes, ...]) -> Callable[[Any, list[bytes]], An
 
 def _context_factory(ssl_context: Any) -> Any:
     if hasattr(ssl_context, "getContext"):
-        static = tuple(getattr(ssl_context, "_acceptableProtocols", None) or ())
-        ssl_context.getContext().set_alpn_select_callback(_alpn_selector(static))
+        context = ssl_context.getContext()
+        # once per context: OpenSSL refuses to change a context that has served a
+        # connection (a second start_server with the same ssl_context); the callback
+        # asks each connection's protocol what it speaks, so one serves every server
+        if not getattr(context, "_aleph_alpn", False):
+            static = tuple(getattr(ssl_context, "_acceptableProtocols", None) or ())
+            context.set_alpn_select_callback(_alpn_selector(static))
+            context._aleph_alpn = True
         return ssl_context
     from OpenSSL import SSL
 

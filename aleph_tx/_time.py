@@ -104,13 +104,25 @@ def arm_timeout(
     return d
 
 
-class Timer:
-    """A restartable one-shot timer: ``fn()`` runs ``seconds`` after the last :meth:`start`.
+def withdraw_after(
+    d: Deferred[Any],
+    seconds: float,
+    withdraw: Callable[[], bool],
+    value: Any,
+    clock: IReactorTime | None = None,
+) -> Deferred[Any]:
+    """Fire ``d`` with ``value`` after ``seconds`` if ``withdraw()`` takes its operation
+    back (a pending put or take that nothing accepted in time); returns ``d``."""
 
-    :param seconds: the delay (``None``: the timer never runs; every call is a no-op).
-    :param fn: called once per expiry, with no arguments.
-    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
-    """
+    def expire() -> None:
+        if not d.called and withdraw():
+            d.callback(value)
+
+    return arm_timeout(d, seconds, expire, clock)
+
+
+class _Scheduled:
+    """What :class:`Timer` and :class:`Deadline` share: a delay, a function, a clock."""
 
     __slots__ = ("_call", "_clock", "_fn", "seconds")
 
@@ -121,6 +133,23 @@ class Timer:
         self._fn = fn
         self._clock = clock
         self._call: IDelayedCall | None = None
+
+    def cancel(self) -> None:
+        """Disarm and cancel the pending delayed call; idempotent."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+
+
+class Timer(_Scheduled):
+    """A restartable one-shot timer: ``fn()`` runs ``seconds`` after the last :meth:`start`.
+
+    :param seconds: the delay (``None``: the timer never runs; every call is a no-op).
+    :param fn: called once per expiry, with no arguments.
+    :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
+    """
+
+    __slots__ = ()
 
     @property
     def active(self) -> bool:
@@ -146,16 +175,14 @@ class Timer:
 
     def stop(self) -> None:
         """Disarm; idempotent."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        self.cancel()
 
     def _expire(self) -> None:
         self._call = None
         self._fn()
 
 
-class Deadline:
+class Deadline(_Scheduled):
     """``fn()`` runs once ``seconds`` have passed since the last :meth:`start`, unless stopped.
 
     Unlike :class:`Timer`, a restart does not reschedule a delayed call: it notes
@@ -167,15 +194,12 @@ class Deadline:
     :param clock: an ``IReactorTime`` (``None``: the global reactor, looked up when armed).
     """
 
-    __slots__ = ("_call", "_clock", "_fn", "_since", "seconds")
+    __slots__ = ("_since",)
 
     def __init__(
         self, seconds: float | None, fn: Callable[[], object], clock: IReactorTime | None = None
     ) -> None:
-        self.seconds = seconds
-        self._fn = fn
-        self._clock = clock
-        self._call: IDelayedCall | None = None
+        super().__init__(seconds, fn, clock)
         self._since: float | None = None
 
     @property
@@ -201,9 +225,7 @@ class Deadline:
     def cancel(self) -> None:
         """Stop counting and cancel the pending call (the connection is gone)."""
         self._since = None
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        super().cancel()
 
     def _check(self) -> None:
         self._call = None

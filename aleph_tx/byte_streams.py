@@ -39,6 +39,8 @@ from aleph_tx import stream as _s
 from aleph_tx._chunks import error_of, to_chunk
 from aleph_tx._input_stream import _InputStream
 from aleph_tx._lines import LineSplitter, line_stream
+from aleph_tx._threads import watch_shutdown
+from aleph_tx._time import get_reactor
 from aleph_tx.stream import Stream
 
 __all__ = [
@@ -488,10 +490,8 @@ def to_input_stream(
 
     x = _adapt(x)
     if _is_stream(x):
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor  # type: ignore[assignment]
+        reactor = get_reactor(reactor)
+        watch_shutdown(reactor)  # a read waiting past the reactor's shutdown gives up
         raw: io.RawIOBase = _InputStream(None, x, reactor, encoding)
     else:
         raw = _InputStream(to_chunks(x, DEFAULT_CHUNK_SIZE, encoding), None, None, encoding)

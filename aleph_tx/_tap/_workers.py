@@ -146,7 +146,8 @@ def parse_listen(description: str) -> ListenSpec:
     kind = kind.strip().lower()
     if kind not in ("tcp", "tcp6", "reuseport"):
         raise usage.UsageError(
-            f"--workers needs tcp: or reuseport: endpoints (a shared TCP port), not {description!r}"
+            f"--workers needs tcp: or reuseport: endpoints (a shared TCP port; TLS, and so "
+            f"h2 and h3, cannot be shared), not {description!r}"
         )
     values: dict[str, str] = {}
     names = iter(("port", "interface", "backlog"))

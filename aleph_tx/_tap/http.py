@@ -53,6 +53,7 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
         ["max-header-size", None, "8192", "Larger header blocks get 431 (bytes)."],
         ["idle-timeout", None, None, "Close connections idle this long (seconds; default: never)."],
         ["shutdown-timeout", None, "15", "Seconds in-flight requests get to finish on stop."],
+        ["header-timeout", None, "60", "Seconds a request head may take to arrive (0: no limit)."],
         ["executor", None, None, "'thread': run synchronous handlers in the reactor's thread pool."],
         ["continue-handler", None, None, "pkg.module:fn(req) -> bool or response, for Expect: 100-continue."],
         ["error-handler", None, None, "pkg.module:fn(req, failure) -> response, for failed handlers."],
@@ -96,6 +97,8 @@ class Options(WorkersOptions):  # WorkersOptions adds --workers N|auto
                 raise usage.UsageError(f"--idle-timeout must be a number > 0, not {self['idle-timeout']!r}")
             options["idle_timeout"] = idle
         options["shutdown_timeout"] = non_negative_float(self["shutdown-timeout"], "--shutdown-timeout")
+        header_timeout = non_negative_float(self["header-timeout"], "--header-timeout")
+        options["header_timeout"] = header_timeout or None
         if self["executor"] is not None:
             if self["executor"] != "thread":
                 raise usage.UsageError(f"--executor must be 'thread', not {self['executor']!r}")
@@ -144,7 +147,10 @@ def _address(port: Any) -> str:
     host = port.getHost()
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    kind = "ssl" if isinstance(port.factory, TLSMemoryBIOFactory) else getattr(host, "type", "tcp").lower()
+    if isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory):
+        kind = "ssl"
+    else:
+        kind = getattr(host, "type", "tcp").lower()  # TCP, UDP (HTTP/3), ...
     if hasattr(host, "port"):
         return f"{kind}:{host.host}:{host.port}"
     name = getattr(host, "name", host)

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx._time import arm_timeout
+from aleph_tx._time import withdraw_after
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream._fired import FAST, _Fired, _Waiting, fired, fired_true
 from aleph_tx.stream._fired import is_deferred_type as is_deferred_type
@@ -315,12 +315,7 @@ class Stream:
         d, entries = self._put_deferred(msg)
         if entries is None:
             return d
-
-        def expire() -> None:
-            if not d.called and self._withdraw_puts(entries):
-                d.callback(timeout_value)
-
-        return arm_timeout(d, timeout, expire, clock)
+        return withdraw_after(d, timeout, lambda: self._withdraw_puts(entries), timeout_value, clock)
 
     # -- take ------------------------------------------------------------------
 
@@ -423,12 +418,7 @@ class Stream:
         d, entry = self._take_deferred(default)
         if entry is None:
             return d
-
-        def expire() -> None:
-            if not d.called and self._withdraw_take(entry):
-                d.callback(timeout_value)
-
-        return arm_timeout(d, timeout, expire, clock)
+        return withdraw_after(d, timeout, lambda: self._withdraw_take(entry), timeout_value, clock)
 
     # -- close -----------------------------------------------------------------
 
@@ -443,6 +433,13 @@ class Stream:
             _call_safely(fn)
         if not self._buffer and not self._n_puts:
             self._set_drained()
+
+    def _break(self, error: BaseException) -> None:
+        """Close because the peer broke off (not logged): ``error`` is kept in
+        :meth:`description` and what was received can still be taken."""
+        if self._error is None:
+            self._error = error
+        self.close()
 
     def _drop(self) -> None:
         """Close and drop every message held; pending puts fire ``False``.

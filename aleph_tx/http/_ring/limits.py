@@ -49,8 +49,8 @@ DEFAULTS: Mapping[str, Any] = {
     "clock": None,
 }
 
-#: The protocols ``start_server`` speaks (``h3`` joins when HTTP/3 is installed).
-SERVER_VERSIONS = ("http/1.1", "h2")
+#: The protocols ``start_server`` speaks (``h3`` needs the ``http3`` extra: aioquic).
+SERVER_VERSIONS = ("http/1.1", "h2", "h3")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ def _encode_value(name: str, value: Any) -> bytes:
 #: Header names the framing code owns; a handler's values for these are replaced.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 #: Header names whose values the front needs to see (never served from the line cache).
-_SEEN = _FRAMING | {"content-encoding", "date"}
+_SEEN = _FRAMING | {"alt-svc", "content-encoding", "date"}
 
 
 def encode_headers(headers: Mapping[str, Any] | None) -> tuple[list[bytes], dict[str, str]]:
@@ -201,7 +201,10 @@ def head_bytes(
     """
     parts = [_status_lines.get(status) or status_line(status), *lines]
     if "date" not in seen:
-        parts.append(date_line())
+        now = int(time.time())
+        if now != _date.second:
+            _date.update(now)
+        parts.append(_date.line)
     if framing:
         parts.append(framing)
     if not keep:

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx._time import get_reactor
 from aleph_tx.deferred import to_deferred
-from aleph_tx.errors import WebSocketHandshakeError
+from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.body import coerce_body
 from aleph_tx.http._ring.coding import Gzipper, accepts_gzip
 from aleph_tx.http._ring.limits import ServerOptions
@@ -95,7 +95,16 @@ class Runner:
     :param reactor: for the thread pool (``executor="thread"``) and as the clock.
     """
 
-    __slots__ = ("clock", "compression", "error_handler", "handler", "options", "reactor", "threaded")
+    __slots__ = (
+        "alt_svc",
+        "clock",
+        "compression",
+        "error_handler",
+        "handler",
+        "options",
+        "reactor",
+        "threaded",
+    )
 
     def __init__(self, handler: Callable[[dict[str, Any]], Any], options: ServerOptions, reactor: Any = None):
         self.handler = handler
@@ -105,6 +114,8 @@ class Runner:
         self.compression = options.compression
         self.error_handler = options.error_handler
         self.threaded = options.executor == "thread" and not inspect.iscoroutinefunction(handler)
+        #: an ``alt-svc`` header line every response carries (HTTP/3 advertised), or None
+        self.alt_svc: bytes | None = None
 
     def call(self, req: dict[str, Any]) -> Any:
         """Call the handler (in the thread pool with ``executor="thread"``)."""
@@ -160,6 +171,7 @@ class Exchange:
             self._call()
 
     def _call(self) -> None:
+        """Call the handler; answer with what it returns."""
         runner = self.runner
         try:
             result = runner.call(self.req) if runner.threaded else runner.handler(self.req)
@@ -272,7 +284,13 @@ class Exchange:
         except Exception:
             self.failed(Failure())
             return
-        self._send(status, lines, seen, coerced)
+        if self.runner.alt_svc is not None and "alt-svc" not in seen:
+            lines.append(self.runner.alt_svc)
+        if type(coerced) is bytes and not self.runner.compression and self.body is None:
+            self.started = True  # the common case: the whole answer at once
+            self.sink.respond_whole(self, status, lines, seen, coerced)
+        else:
+            self._send(status, lines, seen, coerced)
 
     def _send(self, status: int, lines: list[bytes], seen: dict[str, str], body: Any) -> None:
         if type(body) is bytes:
@@ -280,8 +298,7 @@ class Exchange:
                 body = Gzipper.whole(body)
                 lines = [*lines, *_GZIP_LINES]
             self.started = True
-            if self.body is not None:
-                self.drop_body()
+            self.drop_body()
             self.sink.respond_whole(self, status, lines, seen, body)
         elif isinstance(body, ChunkSource):
             self._stream(status, lines, seen, body)
@@ -369,18 +386,25 @@ class Exchange:
         self.started = True
 
     def abandon(self) -> None:
-        """The client went away: cancel the handler, close the request body, drop the response body."""
+        """The client went away: cancel the handler, end the request body, drop the response body.
+
+        The handler is cancelled first, so a truncated body never looks complete to
+        it; a body that had not ended keeps a
+        :class:`~aleph_tx.errors.ConnectionLostError` in ``description()["error"]``
+        (``collect_bytes`` and ``wsgi.input`` raise it).
+        """
         if self.abandoned:
             return
         self.abandoned = True
-        if self.body is not None:
-            self.body.close()
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.abandon()
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
+        body = self.body
+        if body is not None and not body.closed:
+            body._break(ConnectionLostError("the client went away before the request body ended"))
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abandon()
 
 
 def _discard_response(value: Any) -> None:

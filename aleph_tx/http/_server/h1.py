@@ -389,7 +389,9 @@ class HTTP11Protocol(Protocol):
     ) -> None:
         """Write the whole response at once."""
         keep = self._keep(ex)
-        self._write(whole_response(status, lines, seen, body, keep, ex.head, ex.version10))
+        if self._idle_on:
+            self._idle.start()
+        self.transport.write(whole_response(status, lines, seen, body, keep, ex.head, ex.version10))
         self._finish(ex, keep)
 
     def respond_head(

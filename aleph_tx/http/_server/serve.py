@@ -144,6 +144,8 @@ def start_server(
     factory = HTTPFactory(runner)
     top: Any = factory
     check_versions_tls(opts.http_versions, is_tls_listen(listen, ssl_context))
+    if "h3" in opts.http_versions:
+        _h3_module()  # refuse before binding anything
     if "h2" in opts.http_versions:
         if opts.continue_handler is not None:
             raise ValueError(
@@ -154,10 +156,46 @@ def start_server(
         from aleph_tx.http._server.web import make_site, resource_for
 
         site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
+        site.aleph_reactor = reactor  # type: ignore[attr-defined]
         top = ALPNFactory(factory, site, reactor)
-    ports = _listen(top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor)
+    tls: list[Any] = []
+    ports = _listen(
+        top, port=port, host=host, listen=listen, ssl_context=ssl_context, reactor=reactor, tls=tls
+    )
+    quic: list[Any] = []
+    if "h3" in opts.http_versions:
+        quic = _listen_h3(runner, ports, tls, reactor)
     for p in ports:
         install_eager(p)
-    server = Server(ports, shutdown_timeout=opts.shutdown_timeout, clock=runner.clock)
+    server = Server([*ports, *quic], shutdown_timeout=opts.shutdown_timeout, clock=runner.clock)
     factory.server = server
+    for q in quic:
+        q.tracker = server
     return server
+
+
+def _h3_module() -> Any:
+    """``_server.h3``, or :class:`ValueError` with the install line when aioquic is missing."""
+    try:
+        from aleph_tx.http._server import h3
+    except ImportError as e:
+        raise ValueError(f"http_versions with 'h3' needs aioquic: pip install 'aleph_tx[http3]' ({e})") from e
+    return h3
+
+
+def _listen_h3(runner: Runner, ports: list[Any], tls: list[Any], reactor: Any) -> list[Any]:
+    """HTTP/3 on the UDP port of each TLS listener, with its certificate; advertised
+    by ``alt-svc`` on every response (RFC 7838)."""
+    h3 = _h3_module()
+    quic: list[Any] = []
+    try:
+        for tcp_port, options in zip(ports, tls, strict=True):
+            if options is not None:
+                address = tcp_port.getHost()
+                quic.append(h3.listen_beside(runner, options, address.port, address.host, reactor))
+    except BaseException:
+        for p in [*ports, *quic]:
+            p.stopListening()
+        raise
+    runner.alt_svc = b"alt-svc: " + h3.alt_svc(quic[0].getHost().port).encode("ascii") + b"\r\n"
+    return quic

@@ -43,6 +43,9 @@ def sse(
         else:
             source = s.from_iterable(source)
     events = s.map(format_event, source)
+    # the client gone (the body dropped) ends the source too: its producers'
+    # pending puts fire False; at its normal end the source is drained already
+    events.on_closed(source._drop)
     body: s.Stream = events
     if heartbeat is not None:
         body = s.stream()

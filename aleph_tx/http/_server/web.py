@@ -34,6 +34,8 @@ from twisted.web import http as twhttp
 from twisted.web import resource, server
 
 from aleph_tx._adapter import Receiver
+from aleph_tx._time import get_reactor
+from aleph_tx.errors import ConnectionLostError
 from aleph_tx.http._ring.limits import DEFAULTS, check_header_size, check_request_line, make_options
 from aleph_tx.http._ring.request import build_request, headers_dict
 from aleph_tx.http._ring.response import NO_BODY_STATUSES
@@ -119,7 +121,18 @@ class StreamingRequest(server.Request):
         if command is None or path is None:
             return  # unknown channel: twisted.web renders when the body is complete
         self.aleph_early = True
+        if _is_h2(channel):
+            # inside H2Stream's constructor: twisted.web registers the stream only
+            # after it, so a handler answering at once would find no stream to
+            # write to. Process on the next reactor turn.
+            reactor = get_reactor(getattr(getattr(channel, "site", None), "aleph_reactor", None))
+            reactor.callLater(0, self._process_early, command, path, version)
+            return
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+    def _process_early(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._disconnected:
+            server.Request.requestReceived(self, command, path, version)
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         """Put a piece of the body (through the Receiver: it pauses while a put waits)."""
@@ -128,7 +141,7 @@ class StreamingRequest(server.Request):
             if self.content is not None:
                 self.content.write(data)
             return
-        if self.aleph_too_large:
+        if self.aleph_too_large or not data:  # HTTP/2 may end a body with an empty DATA frame
             return
         self.aleph_received += len(data)
         if self.aleph_max_body is not None and self.aleph_received > self.aleph_max_body:
@@ -164,9 +177,13 @@ class StreamingRequest(server.Request):
         self.aleph_on_complete.append(fn)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 - Twisted's name
-        """The client went away: end the body stream."""
-        if self.aleph_body is not None:
-            self.aleph_body.close()
+        """The client went away: abandon the exchange (its handler is cancelled before
+        the body ends, so a truncated body never looks complete), else end the body."""
+        ex = self.aleph_exchange
+        if ex is not None:
+            ex.abandon()
+        elif self.aleph_body is not None and not self.aleph_body.closed:
+            self.aleph_body._break(ConnectionLostError("the client went away before the request body ended"))
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
 from aleph_tx import byte_streams
+from aleph_tx._threads import call_on_reactor, watch_shutdown
+from aleph_tx.errors import ConnectionLostError
 from aleph_tx.stream import Stream
 
 __all__ = ["build_environ", "wrap_wsgi"]
@@ -143,6 +144,7 @@ def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, 
             stream._drop()
 
     d: Deferred[dict[str, Any]] = Deferred(cancel)
+    watch_shutdown(reactor)
     body = req["body"]
     wsgi_input = byte_streams.to_input_stream(body if body is not None else b"", reactor=reactor)
     environ = build_environ(req, wsgi_input)
@@ -186,7 +188,7 @@ def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, 
         stream = Stream()
         state["sent"] = True
         response = {"status": state["status"], "headers": state["headers"], "body": stream}
-        blockingCallFromThread(reactor, _publish, state, stream, fire, response)
+        call_on_reactor(reactor, _publish, state, stream, fire, response)
         return stream
 
     def write(chunk: bytes) -> None:
@@ -195,7 +197,7 @@ def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, 
         if not chunk:
             return
         stream = state["stream"] or send_head()
-        if not blockingCallFromThread(reactor, stream.put, bytes(chunk)):
+        if not call_on_reactor(reactor, stream.put, bytes(chunk)):
             raise ConnectionError("the client went away")
 
     def work() -> None:
@@ -219,7 +221,7 @@ def _run(app: WSGIApp, req: dict[str, Any], reactor: Any) -> Deferred[dict[str, 
                 reactor.callFromThread(
                     fire, {"status": state["status"], "headers": state["headers"], "body": b""}
                 )
-        except ConnectionError:
+        except (ConnectionError, ConnectionLostError):  # the client, or the server, is gone
             pass
         except BaseException as e:
             stream = state["stream"]

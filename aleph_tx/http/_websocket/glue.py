@@ -38,11 +38,11 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
+from aleph_tx._time import Timer
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
 from aleph_tx.http._websocket.frames import FAST, FastFrames
@@ -130,7 +130,7 @@ class _StreamGlue:
         self._max_out = opts.max_message_size or 0
         self._seen = False
         self._peer_closed = False
-        self._hb_call: IDelayedCall | None = None
+        self._hb = Timer(None, self._heartbeat, opts.clock)  # heartbeats are ours, on a clock
         self._hb_waiting = False
         self._peer: Any = None
         self._tls = False
@@ -358,25 +358,13 @@ class _StreamGlue:
 
     # -- heartbeats (ours, on opts.clock: autobahn's use the global reactor) -----
 
-    def _clock(self) -> IReactorTime:
-        clock = self.opts.clock
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        return clock  # type: ignore[no-any-return]
-
     def _arm_heartbeat(self, delay: float) -> None:
-        self._cancel_heartbeat()
-        self._hb_call = self._clock().callLater(delay, self._heartbeat)
+        self._hb.start(delay)
 
     def _cancel_heartbeat(self) -> None:
-        call, self._hb_call = self._hb_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._hb.stop()
 
     def _heartbeat(self) -> None:
-        self._hb_call = None
         hb = self.opts.heartbeats
         assert hb is not None
         if self.close_state is not CloseState.OPEN:
