@@ -13,7 +13,7 @@ from aleph_tx.errors import (
     WebSocketHandshakeError,
 )
 from aleph_tx.http._client.api import delete, get, head, options, patch, post, put, request
-from aleph_tx.http._pool import ConnectionPool, connection_pool
+from aleph_tx.http._client.pool import ConnectionPool, connection_pool
 from aleph_tx.http._server.serve import start_server
 from aleph_tx.http._server.sse import sse
 from aleph_tx.http._server.web import make_site, to_resource
