@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +19,9 @@ from twisted.internet.task import Clock
 
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream import MAX_PENDING, SplicedStream, Stream, splice
+
+if TYPE_CHECKING:
+    from aleph_tx.http._server.testing import request
 
 __all__ = [
     "BURST_SIZE",
@@ -30,6 +33,7 @@ __all__ = [
     "request",
     "stream_pair",
 ]
+
 
 def __getattr__(name: str) -> Any:
     """``request`` is imported on first use: the HTTP server (and what it imports)

@@ -42,10 +42,10 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from aleph_tx import _eager as eager
 from aleph_tx._chunks import ChunkSource
 from aleph_tx._pump import Pump
 from aleph_tx.errors import ProtocolError
-from aleph_tx.http._client import eager
 from aleph_tx.http._client.body import H1Response
 from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from aleph_tx._chunks import ChunkSource, SourceKind
+from aleph_tx._chunks import ChunkSource, SourceKind, closer, file_chunks, path_chunks
 from aleph_tx.stream import SplicedStream, Stream
 
 __all__ = ["Replayable", "encode_form", "encode_json", "encode_multipart", "make_body"]
@@ -31,30 +31,6 @@ CHUNK = 65536
 def is_stream(x: Any) -> bool:
     """``True`` for an aleph_tx stream (a source of chunks)."""
     return isinstance(x, (Stream, SplicedStream))
-
-
-def file_chunks(f: Any, size: int = CHUNK) -> Iterator[bytes]:
-    """A file's chunks from its current position (one ``read`` per chunk)."""
-    while True:
-        chunk = f.read(size)
-        if not chunk:
-            return
-        yield chunk
-
-
-def path_chunks(path: pathlib.Path, size: int = CHUNK) -> Iterator[bytes]:
-    """A file's chunks, opened at the first one and closed at the end (or when closed)."""
-    with path.open("rb") as f:
-        yield from file_chunks(f, size)
-
-
-def _closer(it: Any) -> Callable[[], None]:
-    def close() -> None:
-        close_it = getattr(it, "close", None)
-        if close_it is not None:
-            close_it()
-
-    return close
 
 
 class Replayable:
@@ -124,8 +100,8 @@ class Replayable:
             return b, len(b)
         if isinstance(b, pathlib.Path):
             size = os.stat(b).st_size
-            chunks = path_chunks(b)
-            return ChunkSource(SourceKind.ITERATOR, chunks, size, _closer(chunks)), size
+            chunks = path_chunks(b, CHUNK)
+            return ChunkSource(SourceKind.ITERATOR, chunks, size, closer(chunks)), size
         if hasattr(b, "read"):
             length: int | None = None
             if self._file_pos is not None:
@@ -134,11 +110,11 @@ class Replayable:
                 end = b.seek(0, io.SEEK_END)
                 b.seek(self._file_pos)
                 length = end - self._file_pos
-            return ChunkSource(SourceKind.ITERATOR, file_chunks(b), length), length
+            return ChunkSource(SourceKind.ITERATOR, file_chunks(b, CHUNK), length), length
         if is_stream(b):
             return ChunkSource(SourceKind.STREAM, b, None, b.close), None
         it = iter(b)
-        return ChunkSource(SourceKind.ITERATOR, it, None, _closer(it)), None
+        return ChunkSource(SourceKind.ITERATOR, it, None, closer(it)), None
 
 
 def make_body(body: Any) -> Replayable:
@@ -242,7 +218,7 @@ def encode_multipart(parts: Any, boundary: str | None = None) -> Replayable:
         if all(isinstance(content, bytes) for _, content, _, _ in prepared):
             return b"".join([b"".join((h, c, b"\r\n")) for h, c, _, _ in prepared] + [end]), total
         chunks = _multipart_chunks(prepared, end)
-        return ChunkSource(SourceKind.ITERATOR, chunks, total, _closer(chunks)), total
+        return ChunkSource(SourceKind.ITERATOR, chunks, total, closer(chunks)), total
 
     return Replayable(None, f"multipart/form-data; boundary={boundary}", make_source, replayable)
 
@@ -253,8 +229,8 @@ def _multipart_chunks(prepared: list[tuple[bytes, Any, int | None, int | None]],
         if isinstance(content, bytes):
             yield content
         elif isinstance(content, pathlib.Path):
-            yield from path_chunks(content)
+            yield from path_chunks(content, CHUNK)
         else:
-            yield from file_chunks(content)
+            yield from file_chunks(content, CHUNK)
         yield b"\r\n"
     yield end
