@@ -238,6 +238,7 @@ class H2ClientConnection:
     """
 
     multiplexed = True
+    protocol = "h2"
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ from typing import Any
 from aioquic.h3 import events as h3events
 from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import ChunkSource
@@ -69,6 +69,7 @@ class H3ClientConnection:
     """
 
     multiplexed = True
+    protocol = "h3"
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class H3ClientConnection:
         self._closing = False  # takes no new requests: closed once the last one ended
         self._gone = False  # the pool was told
         self._closed: list[Deferred[None]] = []
+        self._limit_seen = 0  # the server's stream limit when last looked at
 
     # -- state -----------------------------------------------------------------------------
 
@@ -119,11 +121,16 @@ class H3ClientConnection:
         server's ``MAX_STREAMS`` (beyond it a request would wait for credit)."""
         if not self.available:
             return False
-        quic = self.driver.quic
-        limit = getattr(quic, "_remote_max_streams_bidi", None)
-        if not isinstance(limit, int):
+        limit = self._stream_limit()
+        if limit is None:
             return len(self._streams) < 100
-        return quic.get_next_available_stream_id() // 4 < limit
+        return self.driver.quic.get_next_available_stream_id() // 4 < limit
+
+    def _stream_limit(self) -> int | None:
+        """How many request streams the server allows so far (``MAX_STREAMS``, RFC 9000
+        §4.6), read from aioquic; ``None`` if this aioquic does not say."""
+        limit = getattr(self.driver.quic, "_remote_max_streams_bidi", None)
+        return limit if isinstance(limit, int) else None
 
     def in_use(self) -> bool:
         """Whether a request is in flight."""
@@ -347,11 +354,17 @@ class H3ClientConnection:
                 stream.flush()
 
     def transmitted(self) -> None:
-        """Resume the request-body producers whose streams have room again."""
+        """Resume the request-body producers whose streams have room again; tell the
+        pool when the server allowed more streams (requests may be waiting for one)."""
         if self._paused:
             for writer in list(self._paused):
                 if not writer.check_room():
                     self._paused.discard(writer)
+        limit = self._stream_limit()
+        if limit is not None and limit > self._limit_seen:
+            self._limit_seen = limit
+            if self.events is not None and self.available:
+                self.events.connection_reusable(self)
 
     # -- responses ----------------------------------------------------------------------------------
 
@@ -502,7 +515,11 @@ def connect_h3(
         if conn is not None:
             conn.driver.abort(reason="connection attempt abandoned")  # releases its UDP port
 
-    result: Deferred[H3ClientConnection] = Deferred(lambda _: abort_attempt())
+    def cancel(d: Deferred[H3ClientConnection]) -> None:
+        d.errback(CancelledError())
+        abort_attempt()
+
+    result: Deferred[H3ClientConnection] = Deferred(cancel)
 
     def expire() -> None:
         if not result.called:

@@ -83,11 +83,13 @@ class PooledConnection(typing.Protocol):
 
     :ivar key: connections with equal keys are interchangeable.
     :ivar multiplexed: several requests at once (HTTP/2, HTTP/3); else one at a time.
+    :ivar protocol: its ALPN name (``"http/1.1"``, ``"h2"``, ``"h3"``), for ``description()``.
     :ivar requests: how many requests it has carried.
     """
 
     key: Hashable
     multiplexed: bool
+    protocol: str
     requests: int
 
     def can_take(self) -> bool:
@@ -265,7 +267,8 @@ class ConnectionPool:
     # -- public ----------------------------------------------------------------------
 
     def description(self) -> dict[str, Any]:
-        """A snapshot: ``total``, ``idle``, ``active``, ``waiters``, ``per_host`` counts."""
+        """A snapshot: ``total``, ``idle``, ``active``, ``waiters``, ``per_host``,
+        ``h2_connections``, ``h3_connections`` counts."""
         shared = [c for conns in self._shared.values() for c in conns]
         busy_shared = sum(1 for c in shared if c.in_use())
         return {
@@ -275,7 +278,8 @@ class ConnectionPool:
             "total": self._total,
             "idle": sum(len(v) for v in self._idle.values()) + len(shared) - busy_shared,
             "active": len(self._busy) + busy_shared,
-            "h2_connections": len(shared),
+            "h2_connections": sum(1 for c in shared if c.protocol == "h2"),
+            "h3_connections": sum(1 for c in shared if c.protocol == "h3"),
             "waiters": len(self._waiters),
             "per_host": dict(self._live),
             "connections_opened": self.connections_opened,
