@@ -26,6 +26,7 @@ from aleph_tx import http, tls
 from aleph_tx import stream as s
 from aleph_tx.errors import (
     ClientResponseError,
+    ConnectionLostError,
     ConnectionTimeout,
     PoolTimeout,
     ProtocolError,
@@ -236,6 +237,77 @@ class RequestTests(Base):
         net.flush()
         self.assertEqual(self.successResultOf(d)["body"], b"ok")
         self.assertEqual(self.pool.description()["connections_opened"], 2)
+
+
+class PoolTests(Base):
+    def test_idle_connections_close_after_idle_timeout(self) -> None:
+        net = self.start(lambda req: {"body": "ok"})
+        self.pool = http.connection_pool(clock=net, http_versions=("h3",), idle_timeout=10)
+        d = self.get("/")
+        net.flush()
+        self.successResultOf(d)
+        (conn,) = self.conns()
+        net.advance(9.9)
+        self.assertFalse(conn.driver.terminated)
+        net.advance(0.1)
+        net.flush()
+        for _ in range(10):  # QUIC's closing period (RFC 9000 §10.2)
+            net.advance(0.5)
+        self.assertTrue(conn.driver.terminated)
+        self.assertEqual((self.pool.description()["total"], net.ports), (0, []))
+
+    def test_without_keep_alive_each_request_has_its_connection(self) -> None:
+        net = self.start(lambda req: {"body": "ok"})
+        self.pool = http.connection_pool(clock=net, http_versions=("h3",), keep_alive=False)
+        for _ in range(2):
+            d = self.get("/")
+            net.flush()
+            self.successResultOf(d)
+            self.assertEqual(self.pool.description()["total"], 0)
+        self.assertEqual(len(net.servers), 2)
+
+    def test_pool_close_closes_idle_connections(self) -> None:
+        net = self.start(lambda req: {"body": "ok"})
+        d = self.get("/")
+        net.flush()
+        self.successResultOf(d)
+        closed = self.pool.close()
+        net.flush()
+        for _ in range(10):
+            net.advance(0.5)
+        self.successResultOf(closed)
+        self.assertEqual(net.ports, [])
+
+    def test_head_and_no_content(self) -> None:
+        net = self.start(lambda req: {"status": 204} if req["uri"] == "/none" else {"body": b"h" * 100})
+        d1 = http.head(URL + "/", pool=self.pool, insecure=True, reactor=net)
+        d2 = self.get("/none")
+        net.flush()
+        resp = self.successResultOf(d1)
+        self.assertEqual((resp["headers"]["content-length"], resp["body"]), ("100", b""))
+        self.assertEqual(self.successResultOf(d2)["status"], 204)
+
+    def test_connection_lost_while_reading(self) -> None:
+        bodies: list[s.Stream] = []
+
+        def handler(req: dict[str, Any]) -> dict[str, Any]:
+            bodies.append(s.stream())
+            return {"body": bodies[-1]}
+
+        net = self.start(handler)
+        d1 = self.get("/", as_="stream")
+        d2 = self.get("/")
+        net.flush()
+        body = self.successResultOf(d1)["body"]
+        net.servers[0].abort()
+        net.flush()
+        self.assertEqual(self.pool.description()["total"], 0)  # forgotten at once: no new requests
+        for _ in range(10):  # the draining period (RFC 9000 §10.2.2)
+            net.advance(0.5)
+        self.assertIsNone(self.successResultOf(body.take()))
+        self.assertIn("HTTP/3 connection was closed", str(body.description()["error"]))
+        self.failureResultOf(d2, ConnectionLostError)
+        self.assertEqual((self.pool.description()["total"], net.ports), (0, []))
 
 
 class TimeoutTests(Base):

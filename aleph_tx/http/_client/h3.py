@@ -360,6 +360,11 @@ class H3ClientConnection:
             for writer in list(self._paused):
                 if not writer.check_room():
                     self._paused.discard(writer)
+        if not self._closing and getattr(self.driver.quic, "_close_event", None) is not None:
+            # CONNECTION_CLOSE sent or received: QUIC ends the connection after its
+            # closing or draining period (RFC 9000 §10.2), and takes nothing new now
+            self._retire()
+            return
         limit = self._stream_limit()
         if limit is not None and limit > self._limit_seen:
             self._limit_seen = limit
