@@ -322,6 +322,18 @@ class TimeoutTests(Base):
         self.assertEqual(net.ports, [])  # the UDP port was released
         self.assertEqual(self.pool.description()["total"], 0)
 
+    def test_without_connection_timeout_quic_gives_up_after_its_idle_timeout(self) -> None:
+        net = self.start(lambda req: {"body": "x"})
+        net.drop = True
+        d = self.get("/")
+        for _ in range(59):
+            net.advance(1)
+        self.assertNoResult(d)
+        for _ in range(5):
+            net.advance(1)
+        self.assertIn("HTTP/3 connection was closed", str(self.failureResultOf(d, ConnectionLostError).value))
+        self.assertEqual(net.ports, [])
+
     def test_request_timeout_resets_the_stream_only(self) -> None:
         calls: list[str] = []
 

@@ -53,7 +53,6 @@ __all__ = [
     "connection_pool",
     "default_pool",
     "lost_error",
-    "require_aioquic",
 ]
 
 #: Default response header block limit: 64 KiB is eight times the usual server
@@ -67,8 +66,6 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 #: The ``http_versions`` the client speaks (ALPN names, RFC 7301).
 CLIENT_VERSIONS = ("http/1.1", "h2", "h3")
-#: What the client speaks over TCP.
-TCP_VERSIONS = frozenset({"http/1.1", "h2"})
 
 #: ``connect(events) -> Deferred[PooledConnection]``: opens one connection (with its
 #: own connection timeout); cancelling the Deferred cuts the attempt.
@@ -178,19 +175,13 @@ def check_client_versions(versions: Any) -> tuple[str, ...]:
     if "http/1.1" not in out and "h2" in out:
         raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
     if "h3" in out:
-        require_aioquic()
+        try:  # the QUIC layer: aioquic, checked for the internals it relies on
+            importlib.import_module("aleph_tx.http._quic.flow")
+        except ImportError as e:
+            raise ValueError(
+                f"http_versions with 'h3' needs aioquic: pip install 'aleph_tx[http3]' ({e})"
+            ) from e
     return out
-
-
-def require_aioquic() -> None:
-    """Import the QUIC layer (aioquic, checked for the internals it relies on).
-
-    :raises ValueError: naming the install line, if it cannot be imported.
-    """
-    try:
-        importlib.import_module("aleph_tx.http._quic.flow")
-    except ImportError as e:
-        raise ValueError(f"http_versions with 'h3' needs aioquic: pip install 'aleph_tx[http3]' ({e})") from e
 
 
 class _Waiter:
