@@ -1,22 +1,25 @@
-"""The HTTP client: clj-http's request maps on our own HTTP/1.1 (and HTTP/2) connections.
+"""The HTTP client: clj-http's request maps on HTTP/1.1, HTTP/2 and HTTP/3 connections.
 
 ``request(method, url, **options)`` returns a ``Deferred`` firing with a response
 dict (``status``, ``headers``, ``body``, ``request_time``). Each request takes a
 connection from a :class:`~aleph_tx.http._client.pool.ConnectionPool` (the shared
 default pool unless ``pool=`` is given), sends the request on it
 (:mod:`~aleph_tx.http._client.connection`, or a stream of
-:mod:`~aleph_tx.http._client.h2`), and reads the body as ``as_`` asks, decoding
-gzip and deflate on the way (``decompress_body``, :mod:`aleph_tx.http._ring.coding`).
+:mod:`~aleph_tx.http._client.h2` or :mod:`~aleph_tx.http._client.h3`; which one
+for HTTP/3 is :mod:`~aleph_tx.http._client.h3route`'s choice), and reads the body
+as ``as_`` asks, decoding gzip and deflate on the way (``decompress_body``,
+:mod:`aleph_tx.http._ring.coding`).
 
 Stages and their timeouts: waiting for a pooled connection (``pool_timeout``),
-connecting plus the TLS handshake (``connection_timeout``), sending until the
-response headers (``request_timeout``), the longest stall reading the body
+connecting plus the TLS (or QUIC) handshake (``connection_timeout``), sending until
+the response headers (``request_timeout``), the longest stall reading the body
 (``read_timeout``). Cancelling the returned Deferred fails it at once with
-``CancelledError``, whatever the stage, and aborts the connection (an HTTP/2
-request resets only its stream); a cancelled request is never sent again. A
-request is sent again, once, on a new connection only when a reused connection was
-closed by the server before any byte of the response arrived, and only for
-idempotent methods (RFC 9110 §9.2.2) whose body can be replayed.
+``CancelledError``, whatever the stage, and aborts the connection (an HTTP/2 or
+HTTP/3 request resets only its stream); a cancelled request is never sent again. A
+request is sent again on a new connection only when the server did not process it
+(``refused``: GOAWAY, ``H3_REQUEST_REJECTED``), or, once, when a reused connection
+was closed by the server before any byte of the response arrived, for idempotent
+methods (RFC 9110 §9.2.2); in both cases only with a body that can be replayed.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ import urllib.request
 from typing import Any
 from urllib.parse import urljoin
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from aleph_tx._time import arm_timeout
-from aleph_tx.errors import ClientResponseError, ConnectionLostError, RedirectError, RequestTimeout
+from aleph_tx.errors import (
+    ClientResponseError,
+    ConnectionLostError,
+    PoolTimeout,
+    RedirectError,
+    RequestTimeout,
+)
 from aleph_tx.http._client.body import BodyCollector, BodyStreamer, ResponseHandle
 from aleph_tx.http._client.connect import Connector, Target, proxy_authorization
+from aleph_tx.http._client.h3route import h3_route, learn_alt_svc
 from aleph_tx.http._client.options import Options, add_query, host_header, target_and_path
 from aleph_tx.http._client.pool import ClientRequest, PooledConnection
 from aleph_tx.http._client.upload import Replayable
@@ -50,6 +60,9 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 #: Methods retried on a new connection when a reused one was closed before any byte
 #: of the response arrived (RFC 9110 §9.2.2: idempotent).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Tries of one request on successive connections, at most (the first, then a retry
+#: after a reused connection's close, or after refusals: GOAWAY, H3_REQUEST_REJECTED).
+_MAX_TRIES = 3
 #: Request headers the connection writes itself (framing, RFC 9112 §6).
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 
@@ -109,29 +122,57 @@ async def _exchange(
 ) -> ResponseHandle:
     """Send one request; fires with its response once the head arrived."""
     target, request = _request_parts(o, method, url, headers)
-    connect = Connector(target, o.reactor, o.connection_timeout, o.clock, o.max_response_header_size)
-    attempts = 2 if method in _IDEMPOTENT else 1
+    route = h3_route(o, target) if o.h3 else None
+    connect: Connector | None = None
+    tries = 0
     while True:
-        attempts -= 1
-        got = o.pool.acquire(target.key, connect, o.pool_timeout, o.clock, target.h2)
-        conn: PooledConnection = (await got) if isinstance(got, Deferred) else got
+        tries += 1
+        conn: PooledConnection
+        if route is not None:
+            try:
+                got = o.pool.acquire(route.key, route, o.pool_timeout, o.clock, True)
+                conn = (await got) if isinstance(got, Deferred) else got
+            except (CancelledError, PoolTimeout):
+                raise
+            except Exception:
+                if not route.fallback:
+                    raise
+                route = None  # the QUIC handshake failed (now marked broken): over TCP
+                tries -= 1
+                continue
+        else:
+            if connect is None:
+                connect = Connector(
+                    target, o.reactor, o.connection_timeout, o.clock, o.max_response_header_size
+                )
+            got = o.pool.acquire(target.key, connect, o.pool_timeout, o.clock, target.h2)
+            conn = (await got) if isinstance(got, Deferred) else got
         if body is not None:
             request.body, request.length = body.source()
         handle = conn.send(request)
         head = handle.head
-        if head.called and head.result is handle:
-            return handle  # the response came at once
-        if o.request_timeout is not None:
-            arm_timeout(head, o.request_timeout, functools.partial(_expire, handle, target, o), o.clock)
-        try:
-            await head
-        except ConnectionLostError:
-            # a kept-alive connection the server closed as we reused it: once more on
-            # a new one (idempotent methods with a replayable body only)
-            if handle.retryable and attempts > 0 and (body is None or body.replayable):
-                continue
-            raise
+        if not (head.called and head.result is handle):  # (else: the response came at once)
+            if o.request_timeout is not None:
+                arm_timeout(head, o.request_timeout, functools.partial(_expire, handle, target, o), o.clock)
+            try:
+                await head
+            except ConnectionLostError:
+                if _may_retry(handle, method, body, tries):
+                    continue
+                raise
+        if o.h3:
+            learn_alt_svc(o, target, handle.headers)
         return handle
+
+
+def _may_retry(handle: ResponseHandle, method: str, body: Replayable | None, tries: int) -> bool:
+    """Whether a request whose connection failed it goes once more on a new one: a
+    request the server did not process (``refused``), or a kept-alive connection the
+    server closed as we reused it (idempotent methods only, once); with a body that
+    can be sent again."""
+    if not handle.retryable or tries >= _MAX_TRIES or not (body is None or body.replayable):
+        return False
+    return handle.refused or (tries == 1 and method in _IDEMPOTENT)
 
 
 def _expire(handle: ResponseHandle, target: Target, o: Options) -> None:
@@ -294,6 +335,8 @@ def _follow(
         raise RedirectError(f"bad redirect location {location!r}") from e
     if new_parts[0] not in ("http", "https") or not new_parts[1]:
         raise RedirectError(f"redirect to an unsupported URL {new_url!r}")
+    if new_parts[0] == "http" and not o.tcp:
+        raise RedirectError(f"redirect to {new_url!r}: http_versions=('h3',) needs https:// URLs")
     old = target_and_path(url)
     if not visited:
         visited.add((method, old[4]))
@@ -329,8 +372,10 @@ def request(method: str, url: str, **options: Any) -> Deferred[dict[str, Any]]:
         :class:`~aleph_tx.errors.RedirectError`; cancelling it fails it at once with
         ``CancelledError`` and aborts the connection.
     :raises TypeError: at once, for an unknown option name or an option of the wrong type.
-    :raises ValueError: at once, for a bad method, URL or option value.
-    :raises NotImplementedError: at once, for ``http_versions=("h2",)`` without ``"http/1.1"``.
+    :raises ValueError: at once, for a bad method, URL or option value (``"h3"``
+        without aioquic installed; ``http_versions=("h3",)`` with an ``http://`` URL).
+    :raises NotImplementedError: at once, for ``http_versions=("h2",)`` without
+        ``"http/1.1"``, and for ``("h3",)`` with a ``proxy``.
     """
     return Deferred.fromCoroutine(_run(Options(method, url, options)))
 

@@ -1,11 +1,11 @@
 """Response bodies: the handle a connection gives for each request, and its readers.
 
 Every connection kind gives a :class:`ResponseHandle` per request (HTTP/1.1:
-:class:`H1Response`; HTTP/2: ``H2ClientStream``) and delivers the body to a
-:class:`BodySink`, one of two kinds: :class:`BodyCollector` gathers the body into
-``bytes``; :class:`BodyStreamer` puts each chunk into a ``Stream`` through an
-:class:`~aleph_tx._adapter.Receiver`, which stops the connection's reading while a
-put waits, so a slow reader never makes memory grow. Both decode gzip and deflate
+:class:`H1Response`; HTTP/2: ``H2ClientStream``; HTTP/3: ``H3ClientStream``) and
+delivers the body to a :class:`BodySink`, one of two kinds: :class:`BodyCollector`
+gathers the body into ``bytes``; :class:`BodyStreamer` puts each chunk into a
+``Stream`` through an :class:`~aleph_tx._adapter.Receiver`, which stops the
+connection's reading while a put waits, so a slow reader never makes memory grow. Both decode gzip and deflate
 (:mod:`aleph_tx.http._ring.coding`) and enforce ``read_timeout`` (the longest stall
 of the network, not of the reader).
 """
@@ -66,12 +66,16 @@ class ResponseHandle(typing.Protocol):
     :ivar headers: ``(lower-case name, value)`` pairs, in order, repeats kept.
     :ivar retryable: the request may be sent again on a new connection (a reused
         connection closed by the peer before any byte of the response).
+    :ivar refused: the server did not process the request (HTTP/2 or HTTP/3 GOAWAY,
+        ``H3_REQUEST_REJECTED``, a connection that took no new request): it may be
+        sent again whatever its method.
     """
 
     head: Deferred[Any]
     status: int
     headers: list[tuple[str, str]]
     retryable: bool
+    refused: bool
 
     def deliver_body(self, sink: BodySink) -> None:
         """Hand the body (what arrived so far, then the rest) to ``sink``."""
@@ -128,6 +132,8 @@ class H1Response:
         "reused",
         "status",
     )
+
+    refused = False  # (HTTP/1.1 has no way to say a request was not processed)
 
     def __init__(self, conn: ResponseCarrier, is_head: bool, reused: bool) -> None:
         self._conn: ResponseCarrier | None = conn  # None once it let go of the connection

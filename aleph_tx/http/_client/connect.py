@@ -70,6 +70,8 @@ class Target:
         tls_key: Hashable = None
         if scheme == "https":
             tls_key = "insecure" if insecure else ("ctx", id(ssl_context)) if ssl_context else "system"
+        #: the TLS settings, as part of a pool key
+        self.tls_key = tls_key
         proxy_key: Hashable = None
         if proxy is not None:
             proxy_key = (

@@ -97,6 +97,7 @@ class HTTP11ClientConnection(Protocol):
     """
 
     multiplexed = False
+    protocol = "http/1.1"
 
     def __init__(
         self,

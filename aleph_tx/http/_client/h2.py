@@ -56,6 +56,7 @@ class H2ClientStream:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.retryable = False
+        self.refused = False
         self.head: Deferred[H2ClientStream] = Deferred(lambda _: self.abort(CancelledError()))
         self.pending_out: collections.deque[bytes] = collections.deque()
         self.end_sent = False
@@ -237,6 +238,7 @@ class H2ClientConnection:
     """
 
     multiplexed = True
+    protocol = "h2"
 
     def __init__(
         self,
@@ -410,7 +412,7 @@ class H2ClientConnection:
             for st in list(self.streams.values()):
                 if st.stream_id > last:
                     # RFC 9113 §6.8: the server did not process it
-                    st.retryable = True
+                    st.retryable = st.refused = True
                     st.fail(ConnectionLostError("the server closed the HTTP/2 connection (GOAWAY)"))
 
     def _fail_all(self, reason: BaseException) -> None:

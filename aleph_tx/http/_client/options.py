@@ -80,6 +80,7 @@ class Options:
         "decompress_body",
         "follow_redirects",
         "h2",
+        "h3",
         "headers",
         "insecure",
         "max_redirects",
@@ -93,6 +94,7 @@ class Options:
         "read_timeout",
         "request_timeout",
         "ssl_context",
+        "tcp",
         "throw_exceptions",
         "url",
     )
@@ -124,10 +126,17 @@ class Options:
             pool = default_pool()
         self.pool: ConnectionPool = pool
         versions = o["http_versions"]
-        self.h2 = "h2" in (pool.http_versions if versions is None else versions)
-        if o["ssl_context"] is not None:
+        if versions is None:
+            versions = pool.http_versions
+        #: HTTP/2 offered over TLS; HTTP/3 wanted; any TCP version at all
+        self.h2 = "h2" in versions
+        self.h3 = "h3" in versions
+        self.tcp = "http/1.1" in versions
+        if o["ssl_context"] is not None and self.tcp:
             # the same check as at connect time: a bad kind raises now
             client_creator(host, o["ssl_context"], bool(o["insecure"]))
+        if self.h3:
+            _check_h3(scheme, self.tcp, o)
         headers = o["headers"]
         self.headers = user_headers(headers) if headers else []
         self.query_params = o["query_params"]
@@ -151,6 +160,21 @@ class Options:
         self.reactor = reactor if reactor is not None else get_reactor()
         clock = o["clock"]
         self.clock = clock if clock is not None else self.reactor
+
+
+def _check_h3(scheme: str, tcp: bool, o: dict[str, Any]) -> None:
+    """What HTTP/3 cannot do raises at once: an ``http://`` URL or a proxy without
+    TCP to fall back on; an ``ssl_context`` QUIC cannot take."""
+    if o["ssl_context"] is not None:
+        from aleph_tx.http._quic.config import client_configuration
+
+        client_configuration("localhost", o["ssl_context"], bool(o["insecure"]))
+    if tcp:
+        return
+    if scheme != "https":
+        raise ValueError("http_versions=('h3',) speaks HTTP/3, which needs an https:// URL")
+    if o["proxy"] is not None:
+        raise NotImplementedError("HTTP/3 through a proxy (CONNECT-UDP, RFC 9298) is not implemented")
 
 
 #: Methods already checked, as they were given -> upper-case (a handful in practice).

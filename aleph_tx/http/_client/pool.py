@@ -12,18 +12,21 @@ the :class:`ClientRequest` every connection kind sends.
   then *idle* (kept for reuse, closed after ``idle_timeout``) or given to the
   oldest waiter for its key. Anything else (an error, a cancel, ``Connection:
   close``) makes it gone: its slot is free at once and it is never handed out again.
-- A multiplexed connection (HTTP/2) is shared: every request to its key gets it
-  while it has room for another stream; with no stream it is closed after
-  ``idle_timeout``. While the first connection to a key that offers HTTP/2 is being
-  made, other requests to that key wait to share it instead of opening their own.
+- A multiplexed connection (HTTP/2, HTTP/3) is shared: every request to its key
+  gets it while it has room for another stream; with no stream it is closed after
+  ``idle_timeout`` (at once without ``keep_alive``). While the first connection to a
+  key that may multiplex is being made, other requests to that key wait to share it
+  instead of opening their own.
 
-A future kind (HTTP/3) is one more :class:`PooledConnection` with ``multiplexed``
-set, opened by its own connector: the pool needs nothing else.
+HTTP/3 connections are one more :class:`PooledConnection` kind, opened by their own
+connector (:mod:`~aleph_tx.http._client.h3route`); the pool only adds the memory
+of which origins offer HTTP/3 (:attr:`ConnectionPool.alt_svc`).
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import typing
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -35,6 +38,7 @@ from twisted.python.failure import Failure
 from aleph_tx._chunks import ChunkSource
 from aleph_tx._time import Deadline, arm_timeout
 from aleph_tx.errors import ConnectionLostError, PoolTimeout
+from aleph_tx.http._client.altsvc import AltSvcCache
 from aleph_tx.http._client.body import ResponseHandle
 from aleph_tx.http._ring.versions import check_http_versions
 
@@ -61,7 +65,7 @@ DEFAULT_MAX_RESPONSE_HEADER_SIZE = 65536
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 #: The ``http_versions`` the client speaks (ALPN names, RFC 7301).
-CLIENT_VERSIONS = ("http/1.1", "h2")
+CLIENT_VERSIONS = ("http/1.1", "h2", "h3")
 
 #: ``connect(events) -> Deferred[PooledConnection]``: opens one connection (with its
 #: own connection timeout); cancelling the Deferred cuts the attempt.
@@ -72,15 +76,17 @@ Connector = Callable[[Any], "Deferred[PooledConnection]"]
 
 
 class PooledConnection(typing.Protocol):
-    """What the pool needs of a connection, whatever its protocol (HTTP/1.1, HTTP/2).
+    """What the pool needs of a connection, whatever its protocol (HTTP/1.1, HTTP/2, HTTP/3).
 
     :ivar key: connections with equal keys are interchangeable.
-    :ivar multiplexed: several requests at once (HTTP/2); else one at a time.
+    :ivar multiplexed: several requests at once (HTTP/2, HTTP/3); else one at a time.
+    :ivar protocol: its ALPN name (``"http/1.1"``, ``"h2"``, ``"h3"``), for ``description()``.
     :ivar requests: how many requests it has carried.
     """
 
     key: Hashable
     multiplexed: bool
+    protocol: str
     requests: int
 
     def can_take(self) -> bool:
@@ -159,14 +165,22 @@ def lost_error(
 
 
 def check_client_versions(versions: Any) -> tuple[str, ...]:
-    """``http_versions`` for the client: a tuple of ``"http/1.1"`` and ``"h2"``.
+    """``http_versions`` for the client: a tuple of ``"http/1.1"``, ``"h2"``, ``"h3"``.
 
-    :raises ValueError: for a string, an empty sequence or an unknown name.
+    :raises ValueError: for a string, an empty sequence or an unknown name; for
+        ``"h3"`` without aioquic installed (the message names the install line).
     :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
     """
     out = check_http_versions(versions, CLIENT_VERSIONS)
-    if "http/1.1" not in out:
+    if "http/1.1" not in out and "h2" in out:
         raise NotImplementedError("an HTTP/2-only client (no 'http/1.1' fallback) is not implemented")
+    if "h3" in out:
+        try:  # the QUIC layer: aioquic, checked for the internals it relies on
+            importlib.import_module("aleph_tx.http._quic.flow")
+        except ImportError as e:
+            raise ValueError(
+                f"http_versions with 'h3' needs aioquic: pip install 'aleph_tx[http3]' ({e})"
+            ) from e
     return out
 
 
@@ -238,11 +252,14 @@ class ConnectionPool:
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._deadlines: dict[PooledConnection, Deadline] = {}  # idle timeouts
         self.connections_opened = 0
+        #: which origins offer HTTP/3, learnt from their ``alt-svc`` fields
+        self.alt_svc = AltSvcCache()
 
     # -- public ----------------------------------------------------------------------
 
     def description(self) -> dict[str, Any]:
-        """A snapshot: ``total``, ``idle``, ``active``, ``waiters``, ``per_host`` counts."""
+        """A snapshot: ``total``, ``idle``, ``active``, ``waiters``, ``per_host``,
+        ``h2_connections``, ``h3_connections`` counts."""
         shared = [c for conns in self._shared.values() for c in conns]
         busy_shared = sum(1 for c in shared if c.in_use())
         return {
@@ -252,7 +269,8 @@ class ConnectionPool:
             "total": self._total,
             "idle": sum(len(v) for v in self._idle.values()) + len(shared) - busy_shared,
             "active": len(self._busy) + busy_shared,
-            "h2_connections": len(shared),
+            "h2_connections": sum(1 for c in shared if c.protocol == "h2"),
+            "h3_connections": sum(1 for c in shared if c.protocol == "h3"),
             "waiters": len(self._waiters),
             "per_host": dict(self._live),
             "connections_opened": self.connections_opened,
@@ -430,7 +448,11 @@ class ConnectionPool:
             if conn in self._shared.get(conn.key, ()):
                 self._serve_shared(conn)
                 if not conn.in_use():
-                    self._arm_idle(conn)
+                    if self.keep_alive:
+                        self._arm_idle(conn)
+                    elif self._forget(conn):
+                        conn.close()
+                        self._serve_waiters()
             return
         if conn not in self._busy:
             return
@@ -565,9 +587,11 @@ def connection_pool(
     :param keep_alive: ``False``: one connection per request, ``Connection: close``.
     :param clock: clock of the idle timers (tests pass a ``Clock``).
     :param http_versions: the default ``http_versions`` of the requests using the
-        pool (``("h2", "http/1.1")`` to negotiate HTTP/2); a request's own wins.
-    :raises ValueError: for a limit below 1, a negative timeout or a bad ``http_versions``.
-    :raises NotImplementedError: for ``http_versions`` without ``"http/1.1"``.
+        pool (``("h2", "http/1.1")`` to negotiate HTTP/2, ``"h3"`` for HTTP/3); a
+        request's own wins.
+    :raises ValueError: for a limit below 1, a negative timeout or a bad
+        ``http_versions`` (``"h3"`` without aioquic installed, too).
+    :raises NotImplementedError: for ``"h2"`` without ``"http/1.1"``.
     """
     return ConnectionPool(
         connections_per_host, total_connections, idle_timeout, keep_alive, clock, http_versions
