@@ -26,12 +26,15 @@ from aleph_tx.http._ring.coding import ContentDecoder
 from aleph_tx.stream import Stream
 
 __all__ = [
+    "BaseResponse",
     "BodyCollector",
     "BodySink",
     "BodyStreamer",
     "H1Response",
     "ResponseCarrier",
     "ResponseHandle",
+    "StreamCarrier",
+    "StreamResponse",
 ]
 
 #: The largest decoded piece put into a stream.
@@ -110,47 +113,87 @@ class ResponseCarrier(typing.Protocol):
 # -- one response ---------------------------------------------------------------------------
 
 
-class H1Response:
+class BaseResponse:
+    """What every :class:`ResponseHandle` shares: the head, and the two ways a body ends.
+
+    A subclass says how it lets go of its connection: :meth:`_let_go` when the
+    response fails, :meth:`_checked` once a complete body was checked by its sink
+    (between the sink's ``body_ending`` and its ``body_done`` or ``body_failed``).
+    """
+
+    __slots__ = ("_error", "_finished", "_sink", "head", "headers", "refused", "retryable", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.retryable = False
+        self.refused = False
+        self.head: Deferred[Any] = Deferred(self._cancel)
+        self._sink: BodySink | None = None
+        self._error: BaseException | None = None
+        self._finished = False  # the sink was told the body ended (either way)
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        self.abort(CancelledError())
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Give up (see :meth:`ResponseHandle.abort`)."""
+        raise NotImplementedError
+
+    def fail(self, reason: BaseException) -> None:
+        """The response failed (connection lost, protocol error, cancel, timeout)."""
+        if self._error is not None or self._finished:
+            return
+        self._error = reason
+        self._let_go()
+        if not self.head.called:
+            self.head.errback(reason)
+        elif self._sink is not None:
+            self._finished = True
+            sink, self._sink = self._sink, None
+            sink.body_failed(reason)
+
+    def _finish(self) -> None:
+        """The whole body arrived and a sink has it: the sink checks it, the
+        connection is let go, then the sink is told how the body ended."""
+        sink = self._sink
+        if sink is None or self._finished or self._error is not None:
+            return
+        self._finished = True
+        self._sink = None  # (no cycle left holding the body once it is delivered)
+        error = sink.body_ending()
+        self._checked(error is None)
+        if error is not None:
+            self._error = error
+            sink.body_failed(error)
+        else:
+            sink.body_done()
+
+    def _let_go(self) -> None:
+        """The response failed: stop using the connection (called once)."""
+
+    def _checked(self, ok: bool) -> None:
+        """The complete body was checked: ``ok``, or the connection must not be reused."""
+
+
+class H1Response(BaseResponse):
     """One request/response on an HTTP/1.1 connection (a :class:`ResponseHandle`).
 
     The connection is handed back once the body is complete *and* a sink took it
     (:meth:`deliver_body`): the sink's ``body_ending`` check runs first, then the
     pool gets the connection, then the sink's ``body_done`` runs user code.
+    HTTP/1.1 has no way to say a request was not processed: ``refused`` stays false.
     """
 
-    __slots__ = (
-        "_chunks",
-        "_complete",
-        "_conn",
-        "_error",
-        "_finished",
-        "_sink",
-        "head",
-        "headers",
-        "is_head",
-        "retryable",
-        "reused",
-        "status",
-    )
-
-    refused = False  # (HTTP/1.1 has no way to say a request was not processed)
+    __slots__ = ("_chunks", "_complete", "_conn", "is_head", "reused")
 
     def __init__(self, conn: ResponseCarrier, is_head: bool, reused: bool) -> None:
+        super().__init__()
         self._conn: ResponseCarrier | None = conn  # None once it let go of the connection
         self.is_head = is_head
         self.reused = reused
-        self.retryable = False
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.head: Deferred[H1Response] = Deferred(self._cancel)
         self._chunks: list[bytes] = []
-        self._sink: BodySink | None = None
         self._complete = False  # the whole body arrived
-        self._finished = False  # the sink was told the body ended (either way)
-        self._error: BaseException | None = None
-
-    def _cancel(self, d: Deferred[Any]) -> None:
-        self.abort(CancelledError())
 
     # -- ResponseHandle -------------------------------------------------------------
 
@@ -205,37 +248,54 @@ class H1Response:
         elif self._sink is not None:
             self._finish()
 
-    def _finish(self) -> None:
-        sink = self._sink
-        assert sink is not None
-        if self._finished:
-            return
-        self._finished = True
-        self._sink = None  # (no cycle left holding the body once it is delivered)
-        error = sink.body_ending()
-        conn, self._conn = self._conn, None
-        if error is not None:
-            if conn is not None:
-                conn.abort()
-            self._error = error
-            sink.body_failed(error)
-            return
-        if conn is not None:
-            conn.release()
-        sink.body_done()
+    def _let_go(self) -> None:
+        self._conn = None  # (the connection failed us, or was cut)
 
-    def fail(self, reason: BaseException) -> None:
-        """The response failed (connection lost, protocol error, cancel, timeout)."""
-        self._conn = None
-        if self._error is not None or self._finished:
+    def _checked(self, ok: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if ok:
+                conn.release()
+            else:
+                conn.abort()
+
+
+class StreamCarrier(typing.Protocol):
+    """What a :class:`StreamResponse` asks of its multiplexed connection."""
+
+    def reset(self, stream: Any) -> None:
+        """Reset ``stream`` (RFC 9113 §6.4, RFC 9114 §4.1.1); it is over."""
+
+    def stream_done(self, stream: Any) -> None:
+        """``stream`` is over on the wire: its slot is free."""
+
+
+class StreamResponse(BaseResponse):
+    """One request/response on a stream of a multiplexed connection (HTTP/2, HTTP/3):
+    giving up resets the stream; the connection and its other streams carry on."""
+
+    __slots__ = ("_ended", "_paused", "conn", "stream_id")
+
+    def __init__(self, conn: StreamCarrier, stream_id: int) -> None:
+        super().__init__()
+        self.conn = conn
+        self.stream_id = stream_id
+        self._paused = False
+        self._ended = False  # the stream is over on the wire (ended, reset or cut)
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Give up on this request: reset the stream; the connection carries on."""
+        if self._finished or self._error is not None:
             return
-        self._error = reason
-        if not self.head.called:
-            self.head.errback(reason)
-        elif self._sink is not None:
-            self._finished = True
-            sink, self._sink = self._sink, None
-            sink.body_failed(reason)
+        if not self._ended:
+            self._ended = True
+            self.conn.reset(self)
+        self.fail(reason if reason is not None else CancelledError())
+
+    def _let_go(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.conn.stream_done(self)
 
 
 def _stalled() -> ReadTimeout:

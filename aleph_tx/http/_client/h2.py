@@ -26,13 +26,13 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import ChunkSource
 from aleph_tx._pump import Pump
 from aleph_tx.errors import ConnectionLostError, ProtocolError
-from aleph_tx.http._client.body import BodySink
+from aleph_tx.http._client.body import BodySink, StreamResponse
 from aleph_tx.http._client.pool import ClientRequest, PoolEvents, lost_error
 
 __all__ = ["H2ClientConnection", "H2ClientStream"]
@@ -47,27 +47,20 @@ _HOP_BY_HOP = frozenset(
 _WINDOW = 1 << 20
 
 
-class H2ClientStream:
+class H2ClientStream(StreamResponse):
     """One request/response on an :class:`H2ClientConnection` (a ``ResponseHandle``)."""
 
+    __slots__ = ("_body_done", "_in", "_pump", "end_sent", "pending_out")
+
+    conn: H2ClientConnection
+
     def __init__(self, conn: H2ClientConnection, stream_id: int) -> None:
-        self.conn = conn
-        self.stream_id = stream_id
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.retryable = False
-        self.refused = False
-        self.head: Deferred[H2ClientStream] = Deferred(lambda _: self.abort(CancelledError()))
+        super().__init__(conn, stream_id)
         self.pending_out: collections.deque[bytes] = collections.deque()
         self.end_sent = False
         self._pump: Pump | None = None
         self._body_done = False  # the request body was fully handed over
-        self._sink: BodySink | None = None
         self._in: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._paused = False
-        self._ended = False  # the response ended on the wire
-        self._error: BaseException | None = None
-        self._finished = False  # the sink was told
 
     # -- the request body (a PumpSink) ------------------------------------------------
 
@@ -177,15 +170,8 @@ class H2ClientStream:
             data, n = self._in.popleft()
             sink.body_data(data)
             self._ack(n)
-        if not self._in and self._ended and not self._finished and self._error is None:
-            self._finished = True
-            self._sink = None  # (no cycle left holding the body once it is delivered)
-            error = sink.body_ending()
-            if error is not None:
-                self._error = error
-                sink.body_failed(error)
-            else:
-                sink.body_done()
+        if not self._in and self._ended:
+            self._finish()
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -196,30 +182,9 @@ class H2ClientStream:
 
     # -- endings ----------------------------------------------------------------------
 
-    def abort(self, reason: BaseException | None = None) -> None:
-        """Give up on this request: reset the stream; the connection carries on."""
-        if self._finished or self._error is not None:
-            return
-        if not self._ended:
-            self._ended = True
-            self.conn.reset(self, h2.errors.ErrorCodes.CANCEL)
+    def _let_go(self) -> None:
         self._stop_pump()
-        self.fail(reason if reason is not None else CancelledError())
-
-    def fail(self, reason: BaseException) -> None:
-        if self._error is not None or self._finished:
-            return
-        self._error = reason
-        self._stop_pump()
-        if not self._ended:
-            self._ended = True
-            self.conn.stream_done(self)
-        if not self.head.called:
-            self.head.errback(reason)
-        elif self._sink is not None:
-            self._finished = True
-            sink, self._sink = self._sink, None
-            sink.body_failed(reason)
+        super()._let_go()
 
     def _stop_pump(self) -> None:
         pump, self._pump = self._pump, None
@@ -349,11 +314,11 @@ class H2ClientConnection:
         if data and self.lost is None:
             self.transport.write(data)
 
-    def reset(self, stream: H2ClientStream, code: int) -> None:
-        """Reset ``stream`` (RST_STREAM)."""
+    def reset(self, stream: H2ClientStream) -> None:
+        """Reset ``stream`` (RST_STREAM CANCEL, RFC 9113 §6.4)."""
         if self.lost is None:
             try:
-                self.h2.reset_stream(stream.stream_id, code)
+                self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
             except h2.exceptions.H2Error:
                 pass
             self.send_pending()

@@ -5,7 +5,7 @@ of one request stream: the response head, its body handed to a
 :class:`~aleph_tx.http._client.body.BodySink` (bytes of one reactor turn in one
 piece), the reader's pauses mapped onto the stream's receive credit, and the
 endings (complete, reset, cancelled, cut). It asks its connection for what touches
-QUIC through :class:`StreamCarrier`. :class:`RequestBodySink` is where the
+QUIC through :class:`H3Carrier`. :class:`RequestBodySink` is where the
 :class:`~aleph_tx._pump.Pump` of a request body writes; :class:`EndedStreamer` is
 the body of :meth:`~aleph_tx.http._client.h3.H3ClientConnection.request`.
 """
@@ -15,30 +15,25 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from aleph_tx.errors import ConnectionLostError
-from aleph_tx.http._client.body import BodySink, BodyStreamer
+from aleph_tx.http._client.body import BodySink, BodyStreamer, StreamCarrier, StreamResponse
 from aleph_tx.http._quic.h3 import BodyWriter
 
-__all__ = ["EndedStreamer", "H3ClientStream", "RequestBodySink", "StreamCarrier"]
+__all__ = ["EndedStreamer", "H3Carrier", "H3ClientStream", "RequestBodySink"]
 
 
-class StreamCarrier(typing.Protocol):
-    """What an :class:`H3ClientStream` asks of its connection."""
+class H3Carrier(StreamCarrier, typing.Protocol):
+    """What an :class:`H3ClientStream` asks of its connection, besides ``reset`` and
+    ``stream_done``."""
 
     def batched(self, stream: H3ClientStream) -> None:
         """``stream`` has body bytes to hand on at the end of this turn (``flush``)."""
 
     def flow(self, stream_id: int, flowing: bool) -> None:
         """Let the stream's receive credit slide (``True``) or hold it."""
-
-    def reset(self, stream: H3ClientStream) -> None:
-        """Reset the stream both ways; it is over."""
-
-    def stream_done(self, stream: H3ClientStream) -> None:
-        """The stream is over on the wire: its slot is free."""
 
 
 class RequestBodySink:
@@ -75,7 +70,7 @@ class RequestBodySink:
         self.stream.abort(failure.value)
 
 
-class H3ClientStream:
+class H3ClientStream(StreamResponse):
     """One request/response on an :class:`H3ClientConnection` (a ``ResponseHandle``).
 
     :ivar head: fires with the stream once the final response head arrived.
@@ -83,42 +78,16 @@ class H3ClientStream:
         rejected by the server): it may be sent again on another connection.
     """
 
-    __slots__ = (
-        "_chunks",
-        "_ended",
-        "_error",
-        "_finished",
-        "_paused",
-        "_sink",
-        "batch",
-        "conn",
-        "head",
-        "headers",
-        "refused",
-        "retryable",
-        "reused",
-        "status",
-        "stream_id",
-        "writer",
-    )
+    __slots__ = ("_chunks", "batch", "reused", "writer")
 
-    def __init__(self, conn: StreamCarrier, stream_id: int, reused: bool = False) -> None:
-        self.conn = conn
-        self.stream_id = stream_id
+    conn: H3Carrier
+
+    def __init__(self, conn: H3Carrier, stream_id: int, reused: bool = False) -> None:
+        super().__init__(conn, stream_id)
         self.reused = reused
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.retryable = False
-        self.refused = False
-        self.head: Deferred[Any] = Deferred(lambda _: self.abort(CancelledError()))
         self.writer: BodyWriter | None = None
         self.batch: list[bytes] | None = None  # body bytes of this reactor turn
         self._chunks: list[bytes] = []  # body bytes before a sink took the body
-        self._sink: BodySink | None = None
-        self._paused = False
-        self._ended = False  # the stream is over on the wire (ended, reset or cut)
-        self._error: BaseException | None = None
-        self._finished = False  # the sink was told
 
     # -- from the connection ------------------------------------------------------------
 
@@ -156,19 +125,6 @@ class H3ClientStream:
         self.conn.stream_done(self)
         self._finish()
 
-    def _finish(self) -> None:
-        sink = self._sink
-        if sink is None or self._finished or self._error is not None:
-            return
-        self._finished = True
-        self._sink = None  # (no cycle left holding the body once it is delivered)
-        error = sink.body_ending()
-        if error is not None:
-            self._error = error
-            sink.body_failed(error)
-        else:
-            sink.body_done()
-
     # -- ResponseHandle ---------------------------------------------------------------------
 
     def deliver_body(self, sink: BodySink) -> None:
@@ -204,30 +160,9 @@ class H3ClientStream:
             if not self._ended and self._sink is not None:
                 self.conn.flow(self.stream_id, True)
 
-    def abort(self, reason: BaseException | None = None) -> None:
-        """Give up on this request: reset the stream; the connection carries on."""
-        if self._finished or self._error is not None:
-            return
-        if not self._ended:
-            self._ended = True
-            self.conn.reset(self)
-        self.fail(reason if reason is not None else CancelledError())
-
-    def fail(self, reason: BaseException) -> None:
-        """The request failed (stream reset, connection lost, protocol error, cancel, timeout)."""
-        if self._error is not None or self._finished:
-            return
-        self._error = reason
+    def _let_go(self) -> None:
         self.batch = None
-        if not self._ended:
-            self._ended = True
-            self.conn.stream_done(self)
-        if not self.head.called:
-            self.head.errback(reason)
-        elif self._sink is not None:
-            self._finished = True
-            sink, self._sink = self._sink, None
-            sink.body_failed(reason)
+        super()._let_go()
 
     def __repr__(self) -> str:
         return f"<H3ClientStream {self.stream_id} status={self.status}>"
