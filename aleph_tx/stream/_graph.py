@@ -10,6 +10,7 @@ callbacks.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable
 from types import CoroutineType
@@ -80,6 +81,7 @@ def _fast_put(st: Any) -> Callable[[Any, Callable[[bool], object]], Any] | None:
     return None
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Edge:
     """One connection from a node's source to a sink.
 
@@ -89,43 +91,20 @@ class _Edge:
     Deferred fails (default: log it); the edge is then removed.
     """
 
-    __slots__ = (
-        "accepted_cb",
-        "active",
-        "description",
-        "downstream",
-        "node",
-        "offer",
-        "on_end",
-        "on_error",
-        "pending",
-        "put_cb",
-        "sink",
-        "upstream",
-    )
+    sink: Any
+    offer: Callable[[Any], Deferred[Any]]
+    downstream: bool
+    upstream: bool
+    on_end: Callable[[], object] | None = None
+    put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None
+    on_error: Callable[[BaseException], object] | None = None
+    description: dict[str, Any] | None = None
+    active: bool = dataclasses.field(default=True, init=False)
+    pending: Any = dataclasses.field(default=None, init=False)
+    node: _Node | None = dataclasses.field(default=None, init=False)
+    accepted_cb: Callable[[Any], None] = dataclasses.field(init=False)
 
-    def __init__(
-        self,
-        sink: Any,
-        offer: Callable[[Any], Deferred[Any]],
-        downstream: bool,
-        upstream: bool,
-        on_end: Callable[[], object] | None = None,
-        put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None,
-        on_error: Callable[[BaseException], object] | None = None,
-        description: dict[str, Any] | None = None,
-    ) -> None:
-        self.sink = sink
-        self.description = description
-        self.on_end = on_end
-        self.offer = offer
-        self.put_cb = put_cb
-        self.on_error = on_error
-        self.downstream = downstream
-        self.upstream = upstream
-        self.active = True
-        self.pending: Any = None
-        self.node: _Node | None = None
+    def __post_init__(self) -> None:
         self.accepted_cb = self.accepted  # made once: put_cb's callback for every message
 
     def accepted(self, result: Any) -> None:

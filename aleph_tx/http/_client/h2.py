@@ -255,16 +255,7 @@ class H2ClientConnection:
         stream_id = self.h2.get_next_available_stream_id()
         stream = H2ClientStream(self, stream_id)
         self.streams[stream_id] = stream
-        headers = [
-            (b":method", request.method),
-            (b":scheme", request.scheme),
-            (b":authority", request.authority),
-            (b":path", request.path),
-        ]
-        for name, value in request.headers:
-            lname = name.lower()
-            if lname not in _HOP_BY_HOP:
-                headers.append((lname, value))
+        headers = request.fields(_HOP_BY_HOP)
         body = request.body
         if isinstance(body, bytes):
             headers.append((b"content-length", b"%d" % len(body)))

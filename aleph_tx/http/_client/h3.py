@@ -154,16 +154,7 @@ class H3ClientConnection:
         sid = quic.get_next_available_stream_id()
         stream = H3ClientStream(self, sid, self.requests > 1)
         self._streams[sid] = stream
-        fields = [
-            (b":method", request.method),
-            (b":scheme", request.scheme),
-            (b":authority", request.authority),
-            (b":path", request.path or b"/"),
-        ]
-        for name, value in request.headers:
-            name = name.lower()
-            if name not in _DROP_FIELDS:
-                fields.append((name, value))
+        fields = request.fields(_DROP_FIELDS)
         body = request.body
         if isinstance(body, bytes):
             if body:

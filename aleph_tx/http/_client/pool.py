@@ -26,6 +26,7 @@ of which origins offer HTTP/3 (:attr:`ConnectionPool.alt_svc`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import typing
 from collections.abc import Callable, Hashable
@@ -115,10 +116,13 @@ class PoolEvents(typing.Protocol):
         """``conn`` will carry no more requests (broken, closing or lost); may be repeated."""
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class ClientRequest:
     """A request as every connection kind needs it.
 
     :ivar method: upper-case, e.g. ``b"GET"``.
+    :ivar scheme: ``b"http"`` or ``b"https"`` (HTTP/2's and HTTP/3's ``:scheme``).
+    :ivar authority: ``host[:port]`` (the ``Host`` field, or ``:authority``).
     :ivar target: the HTTP/1.1 request target (origin-form, or absolute-form through a proxy).
     :ivar path: the origin-form target (HTTP/2's ``:path``).
     :ivar headers: ``(name, value)`` pairs without ``Host`` and framing headers.
@@ -127,29 +131,30 @@ class ClientRequest:
     :ivar close: ask for ``Connection: close``.
     """
 
-    __slots__ = ("authority", "body", "close", "headers", "length", "method", "path", "scheme", "target")
+    method: bytes
+    scheme: bytes
+    authority: bytes
+    target: bytes
+    path: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | ChunkSource | None = None
+    length: int | None = None
+    close: bool = False
 
-    def __init__(
-        self,
-        method: bytes,
-        scheme: bytes,
-        authority: bytes,
-        target: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes | ChunkSource | None = None,
-        length: int | None = None,
-        close: bool = False,
-    ) -> None:
-        self.method = method
-        self.scheme = scheme
-        self.authority = authority
-        self.target = target
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.length = length
-        self.close = close
+    def fields(self, drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+        """The head as HTTP/2 or HTTP/3 fields: the pseudo-headers (RFC 9113 §8.3.1,
+        RFC 9114 §4.3.1), then the headers with lower-case names, but those in ``drop``."""
+        fields = [
+            (b":method", self.method),
+            (b":scheme", self.scheme),
+            (b":authority", self.authority),
+            (b":path", self.path or b"/"),
+        ]
+        for name, value in self.headers:
+            name = name.lower()
+            if name not in drop:
+                fields.append((name, value))
+        return fields
 
 
 def lost_error(
@@ -385,18 +390,9 @@ class ConnectionPool:
             d = connect(self)
         except Exception as e:
             d = fail(e)
-        done = [False]
-
-        def connecting_done() -> None:
-            done[0] = True
-            n = self._connecting.get(key, 0) - 1
-            if n > 0:
-                self._connecting[key] = n
-            else:
-                self._connecting.pop(key, None)
 
         def opened(conn: PooledConnection) -> PooledConnection:
-            connecting_done()
+            _decrement(self._connecting, key)
             if conn.multiplexed:
                 self._shared.setdefault(key, []).append(conn)
                 self._single_keys.discard(key)
@@ -412,7 +408,7 @@ class ConnectionPool:
             return conn
 
         def failed(f: Any) -> Any:
-            connecting_done()
+            _decrement(self._connecting, key)
             self._free_slot(key)
             return f
 
@@ -450,9 +446,8 @@ class ConnectionPool:
                 if not conn.in_use():
                     if self.keep_alive:
                         self._arm_idle(conn)
-                    elif self._forget(conn):
-                        conn.close()
-                        self._serve_waiters()
+                    else:
+                        self._close(conn)
             return
         if conn not in self._busy:
             return
@@ -469,9 +464,7 @@ class ConnectionPool:
                 self._arm_idle(conn)
                 return
         # no keep-alive, or someone waits on the total limit: give them the slot
-        self._forget(conn)
-        conn.close()
-        self._serve_waiters()
+        self._close(conn)
 
     def connection_gone(self, conn: PooledConnection) -> None:
         """``conn`` carries no more requests: free its slot and serve the waiters."""
@@ -497,7 +490,7 @@ class ConnectionPool:
         deadline = self._deadlines.get(conn)
         if deadline is None:
             deadline = self._deadlines[conn] = Deadline(
-                self.idle_timeout, lambda: self._idle_expired(conn), self._clock
+                self.idle_timeout, lambda: self._close(conn), self._clock
             )
         deadline.start()
 
@@ -506,9 +499,11 @@ class ConnectionPool:
         if deadline is not None:
             deadline.stop()
 
-    def _idle_expired(self, conn: PooledConnection) -> None:
+    def _close(self, conn: PooledConnection) -> None:
+        """Close ``conn`` (idle too long, or not kept): its slot goes to the waiters."""
         if self._forget(conn):
             conn.close()
+            self._serve_waiters()
 
     def _forget(self, conn: PooledConnection) -> bool:
         """Remove ``conn`` everywhere and free its slot; ``False`` if it was not known."""
@@ -531,20 +526,13 @@ class ConnectionPool:
         deadline = self._deadlines.pop(conn, None)
         if deadline is not None:
             deadline.cancel()
-        n = self._live.get(key, 0) - 1
-        if n > 0:
-            self._live[key] = n
-        else:
-            self._live.pop(key, None)
+        _decrement(self._live, key)
         self._total -= 1
         return True
 
     def _free_slot(self, key: Hashable) -> None:
-        n = self._live.get(key, 0) - 1
-        if n > 0:
-            self._live[key] = n
-        else:
-            self._live.pop(key, None)
+        """A connect failed or its connection was lost at once: its slot is free."""
+        _decrement(self._live, key)
         self._total -= 1
         self._serve_waiters()
 
@@ -563,6 +551,15 @@ class ConnectionPool:
                 self._waiters.remove(w)
                 w.opening = self._open(w.key, w.connect)
                 w.opening.addCallbacks(w.d.callback, w.d.errback)
+
+
+def _decrement(counts: dict[Hashable, int], key: Hashable) -> None:
+    """One less for ``key``; a count that reaches 0 is removed."""
+    n = counts.get(key, 0) - 1
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
 
 
 def _key_text(key: Hashable) -> str:
