@@ -303,12 +303,7 @@ class H3ClientConnection:
             self._reset_by_peer(event.stream_id, event.error_code)  # type: ignore[attr-defined]
         elif kind is qevents.StopSendingReceived:
             self._stop_sending(event.stream_id)  # type: ignore[attr-defined]
-        for h3event in self.h3.handle_event(event):
-            h3kind = type(h3event)
-            if h3kind is h3events.DataReceived:
-                self._data(h3event)  # type: ignore[arg-type]
-            elif h3kind is h3events.HeadersReceived:
-                self._headers(h3event)  # type: ignore[arg-type]
+        self.h3.dispatch(event, self)
         if self.h3.goaway_received and not self._closing:
             self._retire()  # RFC 9114 §5.2: no new requests here
 
@@ -364,7 +359,8 @@ class H3ClientConnection:
 
     # -- responses ----------------------------------------------------------------------------------
 
-    def _headers(self, event: h3events.HeadersReceived) -> None:
+    def headers_received(self, event: h3events.HeadersReceived) -> None:
+        """A response head (or trailers) arrived."""
         sid = event.stream_id
         stream = self._streams.get(sid)
         if stream is None:
@@ -404,7 +400,8 @@ class H3ClientConnection:
         self._retire()
         stream.abort(error)
 
-    def _data(self, event: h3events.DataReceived) -> None:
+    def data_received(self, event: h3events.DataReceived) -> None:
+        """Body bytes (or the end of the body) arrived."""
         stream = self._streams.get(event.stream_id)
         if stream is None or not stream.status:
             return

@@ -1,8 +1,9 @@
 """HTTP/3 pieces shared by the server and the client connections.
 
 - :class:`H3`: aioquic's ``H3Connection`` plus what it lacks here: sending GOAWAY
-  (RFC 9114 §5.2), noticing a received GOAWAY, and forgetting the state of a
-  stream we reset.
+  (RFC 9114 §5.2), noticing a received GOAWAY, forgetting the state of a
+  stream we reset, and handing the events of request streams to the connection
+  (:class:`H3EventHandler`).
 - :class:`CreditProducer`: what a received body's put-and-pause receiver pauses:
   the stream's receive credit (see :mod:`aleph_tx.http._quic.flow`).
 - :class:`BodyWriter`: the sending half of one stream's body (a response body on
@@ -21,14 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import encode_uint_var
+from aioquic.h3 import events as h3events
 from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, HeadersState, encode_frame
+from aioquic.quic.events import QuicEvent
 from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from aleph_tx.http._quic.endpoint import QuicDriver
 
-__all__ = ["H3", "HIGH_WATER", "LOW_WATER", "BodyWriter", "WriterOwner", "WriterState"]
+__all__ = ["H3", "HIGH_WATER", "LOW_WATER", "BodyWriter", "H3EventHandler", "WriterOwner", "WriterState"]
 
 _log = Logger()
 
@@ -43,10 +46,29 @@ CONNECTION_FIELDS = frozenset(
 )
 
 
+class H3EventHandler(typing.Protocol):
+    """What :meth:`H3.dispatch` hands a connection's request-stream events to."""
+
+    def headers_received(self, event: h3events.HeadersReceived) -> None:
+        """A field section (a head, or trailers) arrived on a stream."""
+
+    def data_received(self, event: h3events.DataReceived) -> None:
+        """Body bytes arrived on a stream (or its end: ``event.stream_ended``)."""
+
+
 class H3(H3Connection):
-    """aioquic's ``H3Connection`` plus GOAWAY and stream forgetting."""
+    """aioquic's ``H3Connection`` plus GOAWAY, stream forgetting and event dispatch."""
 
     goaway_received = False
+
+    def dispatch(self, event: QuicEvent, handler: H3EventHandler) -> None:
+        """Hand a QUIC event to HTTP/3, and what it makes of it to ``handler``."""
+        for h3event in self.handle_event(event):
+            kind = type(h3event)
+            if kind is h3events.DataReceived:
+                handler.data_received(h3event)  # type: ignore[arg-type]
+            elif kind is h3events.HeadersReceived:
+                handler.headers_received(h3event)  # type: ignore[arg-type]
 
     def send_goaway(self, stream_id: int) -> None:
         """Send GOAWAY with ``stream_id`` (RFC 9114 §7.2.6) on our control stream."""

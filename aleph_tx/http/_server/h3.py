@@ -273,12 +273,7 @@ class H3ServerConnection:
         kind = type(event)
         if kind is qevents.StreamReset or kind is qevents.StopSendingReceived:
             self._stream_lost(event.stream_id)  # type: ignore[attr-defined]
-        for h3event in self.h3.handle_event(event):
-            h3kind = type(h3event)
-            if h3kind is h3events.DataReceived:
-                self._data(h3event)  # type: ignore[arg-type]
-            elif h3kind is h3events.HeadersReceived:
-                self._headers(h3event)  # type: ignore[arg-type]
+        self.h3.dispatch(event, self)
 
     def connection_terminated(self, event: qevents.ConnectionTerminated) -> None:
         """Every open stream is lost; the tracker forgets this connection."""
@@ -310,7 +305,8 @@ class H3ServerConnection:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _headers(self, event: h3events.HeadersReceived) -> None:
+    def headers_received(self, event: h3events.HeadersReceived) -> None:
+        """A request head (or trailers) arrived: answer a limit, or run the handler."""
         sid = event.stream_id
         req = self._requests.get(sid)
         if req is not None:
@@ -392,7 +388,8 @@ class H3ServerConnection:
         sink.on_lost(ex.abandon)
         ex.run()
 
-    def _data(self, event: h3events.DataReceived) -> None:
+    def data_received(self, event: h3events.DataReceived) -> None:
+        """Request body bytes (or the end of the body) arrived."""
         req = self._requests.get(event.stream_id)
         if req is None or req.receiver is None:
             return
