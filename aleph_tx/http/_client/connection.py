@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from aleph_tx import _eager as eager
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._once import Once
 from aleph_tx._pump import Pump
 from aleph_tx.errors import ProtocolError
 from aleph_tx.http._client.body import H1Response
@@ -118,7 +119,7 @@ class HTTP11ClientConnection(Protocol):
         self.lost: Failure | None = None
         self.delegate: Any = None  # the HTTP/2 connection once ALPN chose h2
         self._ready: Deferred[None] | None = None
-        self._closed: list[Deferred[None]] = []
+        self._closed = Once()  # fired once the connection is lost
         self._parser = _parser(self)
         self._pump: Pump | None = None
         self._chunked_out = False
@@ -229,11 +230,9 @@ class HTTP11ClientConnection(Protocol):
         self._break()
         if self.lost is not None:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._closed.append(d)
         if self.transport is not None:
             self.transport.loseConnection()
-        return d
+        return self._closed.wait()
 
     def abort(self) -> None:
         """Cut the connection now; it is never reused."""
@@ -508,9 +507,7 @@ class HTTP11ClientConnection(Protocol):
         d, self._ready = self._ready, None
         if d is not None and not was_ready:
             d.errback(lost_error(reason, "the connection was lost while connecting"))
-        closed, self._closed = self._closed, []
-        for c in closed:
-            c.callback(None)
+        self._closed.fire()
 
 
 class _Leftover(Exception):

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._once import Once
 from aleph_tx._pump import Pump
 from aleph_tx.errors import ConnectionLostError, ProtocolError
 from aleph_tx.http._client.body import BodySink, StreamResponse
@@ -233,7 +234,7 @@ class H2ClientConnection:
         self.streams: dict[int, H2ClientStream] = {}
         self.lost: Failure | None = None
         self.goaway = False
-        self._closed: list[Deferred[None]] = []
+        self._closed = Once()  # fired once the connection is lost
         self.send_pending()
 
     # -- PooledConnection -------------------------------------------------------------
@@ -281,10 +282,8 @@ class H2ClientConnection:
         self._give_up()
         if self.lost is not None:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._closed.append(d)
         self.transport.loseConnection()
-        return d
+        return self._closed.wait()
 
     def abort(self) -> None:
         """Cut the connection now."""
@@ -379,6 +378,4 @@ class H2ClientConnection:
         self.lost = reason
         self._give_up()
         self._fail_all(lost_error(reason))
-        closed, self._closed = self._closed, []
-        for d in closed:
-            d.callback(None)
+        self._closed.fire()

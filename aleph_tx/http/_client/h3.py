@@ -39,6 +39,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from aleph_tx._chunks import ChunkSource
+from aleph_tx._once import Once
 from aleph_tx._pump import Pump
 from aleph_tx._time import arm_timeout, get_clock, get_reactor
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
@@ -93,7 +94,7 @@ class H3ClientConnection:
         self._batched: list[H3ClientStream] = []
         self._closing = False  # takes no new requests: closed once the last one ended
         self._gone = False  # the pool was told
-        self._closed: list[Deferred[None]] = []
+        self._closed = Once()  # fired once the connection is gone
         self._limit_seen = 0  # the server's stream limit when last looked at
 
     # -- state -----------------------------------------------------------------------------
@@ -178,10 +179,8 @@ class H3ClientConnection:
         the connection is gone (after QUIC's closing period, RFC 9000 §10.2)."""
         if self.driver.terminated:
             return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._closed.append(d)
         self._retire()
-        return d
+        return self._closed.wait()
 
     def abort(self) -> None:
         """Cut the connection now: requests in flight fail."""
@@ -327,9 +326,7 @@ class H3ClientConnection:
         if self._udp_port is not None:
             port, self._udp_port = self._udp_port, None
             port.stopListening()
-        closed, self._closed = self._closed, []
-        for d in closed:
-            d.callback(None)
+        self._closed.fire()
 
     def transmitting(self) -> None:
         """Hand on the body bytes received this turn (one piece per stream and turn,
