@@ -10,6 +10,7 @@ proxy is reached over TLS verified with the system's trust roots (or nothing wit
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Hashable
 from typing import Any
 
@@ -211,31 +212,22 @@ def proxy_authorization(proxy: dict[str, Any]) -> bytes | None:
 # -- opening a pooled connection ------------------------------------------------------------
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class Connector:
     """Opens pooled connections to one :class:`Target` (``connector(events)``, for the pool).
 
     TCP (or the proxy, and its ``CONNECT``), the TLS handshake, ALPN's choice between
     :class:`~aleph_tx.http._client.connection.HTTP11ClientConnection` and
-    :class:`~aleph_tx.http._client.h2.H2ClientConnection`, all within
-    ``connection_timeout`` (:class:`~aleph_tx.errors.ConnectionTimeout`). Nothing is
+    :class:`~aleph_tx.http._client.h2.H2ClientConnection`, all within ``timeout``
+    (``connection_timeout``: :class:`~aleph_tx.errors.ConnectionTimeout`). Nothing is
     built before the first connect: most requests reuse a pooled connection.
     """
 
-    __slots__ = ("clock", "max_header_size", "reactor", "target", "timeout")
-
-    def __init__(
-        self,
-        target: Target,
-        reactor: Any,
-        connection_timeout: float | None,
-        clock: IReactorTime,
-        max_header_size: int = 65536,
-    ) -> None:
-        self.target = target
-        self.reactor = reactor
-        self.timeout = connection_timeout
-        self.clock = clock
-        self.max_header_size = max_header_size
+    target: Target
+    reactor: Any
+    timeout: float | None
+    clock: IReactorTime
+    max_header_size: int = 65536
 
     def __call__(self, events: PoolEvents) -> Deferred[PooledConnection]:
         """Open one connection; cancelling the Deferred cuts whatever stage is running."""
