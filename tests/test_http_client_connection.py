@@ -294,3 +294,29 @@ def test_pause_and_resume_reading() -> None:
     c.handle.pause_reading()
     c.feed(b"defghij")  # (what was in flight still arrives)
     assert c.sink.done and c.transport.producerState == "producing"  # resumed before reuse
+
+
+def test_a_sink_giving_up_on_what_arrived_before_it_is_told_once() -> None:
+    """Body chunks that arrived before a sink took the body stop at the first it refuses
+    (a bad gzip body, say): no more data, one ``body_failed``, the connection cut."""
+    events = Events()
+    conn = HTTP11ClientConnection(events, "key")
+    transport = StringTransport()
+    conn.makeConnection(transport)
+    handle = conn.send(ClientRequest(b"GET", b"http", b"x", b"/", b"/", []))
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    conn.dataReceived(b"3\r\ndef\r\n")
+    calls: list[Any] = []
+
+    class Refusing(Sink):
+        def body_data(self, data: bytes) -> None:
+            calls.append(data)
+            handle.abort(ProtocolError("bad body"))
+
+        def body_failed(self, reason: BaseException) -> None:
+            calls.append(reason)
+
+    handle.deliver_body(Refusing())
+    assert calls[0] == b"abc"
+    assert len(calls) == 2 and isinstance(calls[1], ProtocolError)
+    assert events.gone == [conn]

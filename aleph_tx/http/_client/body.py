@@ -140,6 +140,26 @@ class BaseResponse:
         """Give up (see :meth:`ResponseHandle.abort`)."""
         raise NotImplementedError
 
+    def _deliver(self, sink: BodySink, chunks: list[bytes], complete: bool) -> bool:
+        """Give the body to ``sink``: ``chunks`` (what arrived before it took the body),
+        then its end if it ended (``complete``) or failed; ``True`` while more is to come."""
+        self._sink = sink
+        for data in chunks:
+            if self._finished or self._error is not None:
+                break  # (the sink gave up on the body)
+            sink.body_data(data)
+        if self._finished:
+            return False
+        if self._error is not None:
+            self._finished = True
+            self._sink = None
+            sink.body_failed(self._error)
+            return False
+        if complete:
+            self._finish()
+            return False
+        return True
+
     def fail(self, reason: BaseException) -> None:
         """The response failed (connection lost, protocol error, cancel, timeout)."""
         if self._error is not None or self._finished:
@@ -199,15 +219,8 @@ class H1Response(BaseResponse):
 
     def deliver_body(self, sink: BodySink) -> None:
         """Hand what arrived to ``sink``, then the rest as it comes."""
-        self._sink = sink
         chunks, self._chunks = self._chunks, []
-        for data in chunks:
-            sink.body_data(data)
-        if self._error is not None:
-            self._finished = True
-            sink.body_failed(self._error)
-        elif self._complete:
-            self._finish()
+        self._deliver(sink, chunks, self._complete)
 
     def pause_reading(self) -> None:
         """Stop reading the socket while the body's reader is full."""

@@ -156,12 +156,8 @@ class H2ClientStream(StreamResponse):
 
     def deliver_body(self, sink: BodySink) -> None:
         """Hand the body to ``sink``; reading this stream can be paused."""
-        self._sink = sink
-        if self._error is not None:
-            self._finished = True
-            sink.body_failed(self._error)
-            return
-        self._drain()
+        if self._deliver(sink, [], False):
+            self._drain()
 
     def _drain(self) -> None:
         sink = self._sink

@@ -129,21 +129,8 @@ class H3ClientStream(StreamResponse):
 
     def deliver_body(self, sink: BodySink) -> None:
         """Hand what arrived to ``sink``, then the rest as it comes."""
-        self._sink = sink
         chunks, self._chunks = self._chunks, []
-        for data in chunks:
-            if self._finished or self._error is not None:
-                break
-            sink.body_data(data)
-        if self._finished:
-            return
-        if self._error is not None:
-            self._finished = True
-            self._sink = None
-            sink.body_failed(self._error)
-        elif self._ended:
-            self._finish()
-        elif not self._paused:
+        if self._deliver(sink, chunks, self._ended) and not self._paused:
             self.conn.flow(self.stream_id, True)
 
     def pause_reading(self) -> None:
