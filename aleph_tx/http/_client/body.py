@@ -1,13 +1,14 @@
 """Response bodies: the handle a connection gives for each request, and its readers.
 
 Every connection kind gives a :class:`ResponseHandle` per request (HTTP/1.1:
-:class:`H1Response`; HTTP/2: ``H2ClientStream``; HTTP/3: ``H3ClientStream``) and
-delivers the body to a :class:`BodySink`, one of two kinds: :class:`BodyCollector`
-gathers the body into ``bytes``; :class:`BodyStreamer` puts each chunk into a
-``Stream`` through an :class:`~aleph_tx._adapter.Receiver`, which stops the
-connection's reading while a put waits, so a slow reader never makes memory grow. Both decode gzip and deflate
-(:mod:`aleph_tx.http._ring.coding`) and enforce ``read_timeout`` (the longest stall
-of the network, not of the reader).
+:class:`H1Response`; HTTP/2: ``H2ClientStream``; HTTP/3: ``H3ClientStream``, both
+:class:`StreamResponse`), all built on :class:`BaseResponse` (the head, a failure,
+the end of the body), and delivers the body to a :class:`BodySink`, one of two
+kinds: :class:`BodyCollector` gathers the body into ``bytes``; :class:`BodyStreamer`
+puts each chunk into a ``Stream`` through an :class:`~aleph_tx._adapter.Receiver`,
+which stops the connection's reading while a put waits, so a slow reader never
+makes memory grow. Both decode gzip and deflate (:mod:`aleph_tx.http._ring.coding`)
+and enforce ``read_timeout`` (the longest stall of the network, not of the reader).
 """
 
 from __future__ import annotations
