@@ -13,9 +13,9 @@ with no second event loop:
   whose receive credit on request streams follows what the application took
   (backpressure), and whose send buffers can be measured.
 - :mod:`.h3`: what the HTTP/3 server and client share: aioquic's
-  ``H3Connection`` with GOAWAY, the body writer (an ``IConsumer`` whose producer
-  is paused while the peer does not read) and the credit producer of received
-  bodies.
+  ``H3Connection`` with GOAWAY and the dispatch of request-stream events, the body
+  writer (an ``IConsumer`` whose producer is paused while the peer does not read)
+  and the credit producer of received bodies.
 - :mod:`.config`: ``QuicConfiguration`` from the TLS objects aleph_tx already
   takes (``CertificateOptions``, ``ssl:`` descriptions, client contexts).
 
