@@ -64,7 +64,7 @@ def start_server(
         from aleph_tx.http._server.web import make_site, resource_for
 
         site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
-        site.aleph_reactor = reactor  # type: ignore[attr-defined]
+        site.aleph_reactor = reactor
         top = ALPNFactory(factory, site, reactor)
     tls: list[Any] = []
     ports = _listen(
