@@ -16,7 +16,6 @@ from typing import Any
 
 __all__ = [
     "NO_BODY_STATUSES",
-    "date_line",
     "encode_headers",
     "head_bytes",
     "http_date",
@@ -178,14 +177,6 @@ def http_date() -> bytes:
     if now != _date.second:
         _date.update(now)
     return _date.value
-
-
-def date_line() -> bytes:
-    """``date: <now>\\r\\n``."""
-    now = int(time.time())
-    if now != _date.second:
-        _date.update(now)
-    return _date.line
 
 
 def head_bytes(

@@ -312,9 +312,6 @@ class HTTP11Protocol(Protocol):
             ex.req.upgrade = UpgradeHandle(self, ex)  # type: ignore[attr-defined]
         self._queue.append(ex)
 
-    def body_complete(self, ex: H1Exchange) -> None:
-        """The request body of ``ex`` was read to its end."""
-
     def upgrade_requested(self, tail: bytes) -> None:
         """An upgrade request: keep later bytes for the protocol that takes over."""
         self._tail = tail

@@ -62,9 +62,6 @@ class ReaderEvents(typing.Protocol):
     def request_ready(self, ex: H1Exchange) -> None:
         """A request head is complete (its body may still be arriving)."""
 
-    def body_complete(self, ex: H1Exchange) -> None:
-        """``ex``'s body was read to its end."""
-
     def upgrade_requested(self, tail: bytes) -> None:
         """An ``Upgrade``/``CONNECT`` request ended; ``tail`` is what followed it."""
 
@@ -307,4 +304,3 @@ class RequestReader:
             ex.body_done = True
             if ex.receiver is not None:
                 ex.receiver.finish()
-            self._events.body_complete(ex)
