@@ -61,9 +61,9 @@ def start_server(
                 "'Expect: 100-continue' itself; leave 'h2' out of http_versions to use it"
             )
         from aleph_tx.http._server.alpn import ALPNFactory
-        from aleph_tx.http._server.web import make_site, resource_for
+        from aleph_tx.http._server.web import AlephResource, make_site
 
-        site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
+        site = make_site(AlephResource(runner), opts.max_request_body_size, opts.idle_timeout)
         site.aleph_reactor = reactor
         top = ALPNFactory(factory, site, reactor)
     tls: list[Any] = []

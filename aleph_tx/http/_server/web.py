@@ -445,11 +445,6 @@ def to_resource(handler: Callable[[dict[str, Any]], Any], **options: Any) -> res
     return AlephResource(Runner(handler, opts))
 
 
-def resource_for(runner: Runner) -> AlephResource:
-    """The resource of a server's own twisted.web front (HTTP/2), sharing its runner."""
-    return AlephResource(runner)
-
-
 class StreamingSite(server.Site):
     """A ``Site`` whose requests stream their bodies (:class:`StreamingRequest`), without
     twisted.web's access log (a formatted line per request: a quarter of its throughput).
