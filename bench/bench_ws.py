@@ -145,7 +145,7 @@ async def measure(
 
 
 def start_server(kind: str, server_core: str | None) -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [sys.executable, os.path.join(HERE, "ws_echo_server.py"), kind, "0", "--big"]
+    cmd = [sys.executable, os.path.join(HERE, "ws_echo_server.py"), kind, "0"]
     if server_core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", server_core, *cmd]  # taskset execs: the PID is the server's
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

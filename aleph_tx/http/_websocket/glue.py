@@ -45,7 +45,7 @@ from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
 from aleph_tx._time import Timer
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
-from aleph_tx.http._websocket.frames import FAST, FastFrames
+from aleph_tx.http._websocket.frames import FAST, FAST_MAX, FastFrames, FastPut
 
 __all__ = [
     "ClientProtocol",
@@ -61,7 +61,6 @@ _log = Logger()
 #: close codes recorded in ``description()`` (RFC 6455 §7.4.1)
 NO_STATUS = 1005
 ABNORMAL = 1006
-#: bytes of frames held back during one read before they are written anyway
 
 
 class CloseState(enum.Enum):
@@ -73,7 +72,11 @@ class CloseState(enum.Enum):
     CLOSED = "closed"
 
 
-class WebSocketStream(ConnectionStream):
+#: the fast path's put, or nothing when the probe found autobahn changed
+_FAST_PUT: tuple[type, ...] = (FastPut,) if FAST else ()
+
+
+class WebSocketStream(*_FAST_PUT, ConnectionStream):  # type: ignore[misc]
     """A WebSocket connection as a duplex stream (see the module docstring).
 
     ``take()`` yields ``str`` (text frames) or ``bytes`` (binary frames);
@@ -137,6 +140,8 @@ class _StreamGlue:
         self._plain_frames = False
         self._frame_limit = 0
         self._fast_in = 0  # the largest payload _fast_frames parses (0: none)
+        self._direct = False  # FastPut frames and writes messages itself
+        self._direct_max = 0  # ... up to this payload size
         # autobahn options, per connection (autobahn copies factory defaults only
         # for the attributes an instance lacks)
         frame = opts.max_frame_payload or 0
@@ -161,7 +166,7 @@ class _StreamGlue:
         st = WebSocketStream(self.sender, self._convert, self._description)
         st._ws = self
         self.stream = st
-        self.receiver = Receiver(st._receive, st._end_input, transport)
+        self.receiver = Receiver(st._receive, st._end_input, transport, st._receive_cb)
         try:
             transport.registerProducer(self.sender, True)
         except RuntimeError:
@@ -176,7 +181,9 @@ class _StreamGlue:
         self._plain_frames = FAST and self._perMessageCompress is None
         self._frame_limit = self.opts.max_frame_payload or 2**63
         if self._plain_frames:
-            self._fast_in = min(65535, self._frame_limit, self._max_out or 65535)
+            self._fast_in = min(FAST_MAX, self._frame_limit, self._max_out or FAST_MAX)
+            self._direct = self.side == "server"  # a client masks: the Sender's path
+            self._direct_max = min(self._frame_limit, self._max_out or self._frame_limit)
         self.opened.callback(st)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
