@@ -28,6 +28,7 @@ import os
 import struct
 from typing import Any
 
+from autobahn.exception import PayloadCorruptError, PayloadExceededError
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
@@ -67,7 +68,7 @@ WAIT_MAX = 1 << 16
 _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
 #: unmasked headers of short text and binary frames, by opcode byte then length
-_SHORT_HEADS = {op: [bytes((op, n)) for n in range(126)] for op in (0x81, 0x82)}
+_SHORT_HEADS = {op: [bytes((op, n)) for n in range(126)] for op in (0x81, 0x82, 0xC1, 0xC2)}
 #: payloads up to this size are unmasked as one big-integer XOR; above, in C
 _BIGINT_MAX = 128
 
@@ -124,9 +125,20 @@ def frame_head(op: int, n: int, masked: bool) -> bytes:
     return _HEAD64.pack(op, 127 | bit, n)
 
 
-def encode_frame(payload: bytes, binary: bool, masked: bool) -> bytes:
-    """One whole message as one frame (RFC 6455 §5.2: FIN, no RSV), masked from a client."""
-    head = frame_head(0x82 if binary else 0x81, len(payload), masked)
+def deflate_message(deflate: Any, payload: bytes) -> bytes:
+    """``payload`` compressed as one message by autobahn's permessage-deflate object (RFC 7692 §7.2.1)."""
+    deflate.start_compress_message()
+    return deflate.compress_message_data(payload) + deflate.end_compress_message()  # type: ignore[no-any-return]
+
+
+def encode_frame(payload: bytes, binary: bool, masked: bool, deflate: Any = None) -> bytes:
+    """One whole message as one frame (RFC 6455 §5.2: FIN), masked from a client;
+    compressed (RSV1) when ``deflate`` (autobahn's permessage-deflate object) is given."""
+    op = 0x82 if binary else 0x81
+    if deflate is not None:
+        payload = deflate_message(deflate, payload)
+        op |= 0x40
+    head = frame_head(op, len(payload), masked)
     if masked:
         key = os.urandom(4)
         return head + key + unmask(payload, key)
@@ -189,18 +201,21 @@ class FastFrames:
         finally:
             self._uncork()
 
-    # The common incoming frame (RFC 6455 §5.2): FIN, no RSV bits, text or binary,
-    # masked from a client (unmasked from a server), at most 64 KiB and within the
-    # limits, whole in the buffer, between messages, no compression. Parsed here:
-    # autobahn's parser builds a frame header object and a masker per frame and
-    # goes through five callbacks (most of the CPU of an echo). Anything else,
-    # or text that is not UTF-8, goes to autobahn's parser, which does the rest
-    # (control frames, fragments, limits, close codes) as before.
+    # The common incoming frame (RFC 6455 §5.2): FIN, text or binary, masked from
+    # a client (unmasked from a server), within the limits, whole in the buffer,
+    # between messages, no RSV bit but RSV1 with permessage-deflate (RFC 7692
+    # §6: a compressed message). Parsed here: autobahn's parser builds a frame
+    # header object and a masker per frame and goes through five callbacks (most
+    # of the CPU of an echo). Anything else, or text that is not UTF-8, goes to
+    # autobahn's parser, which does the rest (control frames, fragments, limits,
+    # close codes) as before.
 
     current_frame: Any
     inside_message: bool
     data: bytes
     trafficStats: Any  # noqa: N815
+    #: the connection's permessage-deflate (autobahn's extension object), if any
+    _deflate: Any = None
 
     def processData(self) -> bool:  # noqa: N802 - autobahn's name
         """One step of autobahn's frame loop: our fast path first."""
@@ -226,12 +241,14 @@ class FastFrames:
         masked = self.side == "server"
         header = 6 if masked else 2
         limit = self._fast_in
+        deflate = self._deflate
         msgs: list[str | bytes] = []
-        octets = pos = 0
+        octets = grown = pos = 0  # payload octets on the wire; and added by inflating
         wait = False
+        failed: tuple[str, int, str] | None = None  # (kind, octets, reason)
         while n - pos >= 2:
             b0 = data[pos]
-            if b0 != 0x81 and b0 != 0x82:
+            if b0 != 0x81 and b0 != 0x82 and (deflate is None or (b0 != 0xC1 and b0 != 0xC2)):
                 break
             b1 = data[pos + 1]
             if (b1 >= 0x80) is not masked:
@@ -271,7 +288,24 @@ class FastFrames:
                     payload = unmask(data[start:end], data[start - 4 : start])
             else:
                 payload = data[start:end]
-            if b0 == 0x81:
+            if b0 & 0x40:
+                # the inflater's state moves on: from here this frame is ours,
+                # its failures too (the close codes autobahn's path gives)
+                payload, failed = self._inflate(payload)
+                if failed is not None:
+                    pos = end
+                    break
+                grown += len(payload) - length
+                if b0 == 0xC1:
+                    try:
+                        msgs.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError as e:
+                        failed = ("invalid", 0, f"invalid UTF-8 in a text message at octet {e.start}")
+                        pos = end
+                        break
+                else:
+                    msgs.append(payload)
+            elif b0 == 0x81:
                 try:
                     msgs.append(payload.decode("utf-8"))
                 except UnicodeDecodeError:
@@ -280,18 +314,58 @@ class FastFrames:
                 msgs.append(payload)
             octets += length
             pos = end
+        if failed is not None:
+            self.data = data[pos:]
+            self._deliver(msgs, octets, grown)
+            self._fail_inflated(*failed)
+            return False
         if not msgs:
             return False if wait else None
         self.data = rest = data[pos:]
+        self._deliver(msgs, octets, grown)
+        return len(rest) > 0
+
+    def _deliver(self, msgs: list[str | bytes], octets: int, grown: int) -> None:
+        """The messages parsed from one read: into the stream, as one batch."""
+        if not msgs:
+            return
         stats = self.trafficStats
         stats.incomingOctetsWebSocketLevel += octets
+        octets += grown
         stats.incomingOctetsAppLevel += octets
         stats.incomingWebSocketFrames += len(msgs)
         stats.incomingWebSocketMessages += len(msgs)
         self._seen = True
         if not self._peer_closed:  # RFC 6455 §5.5.1: nothing may follow the peer's close
             self.receiver.write_many(msgs, octets)
-        return len(rest) > 0
+
+    def _inflate(self, payload: bytes) -> tuple[bytes, tuple[str, int, str] | None]:
+        """One compressed message (RFC 7692 §7.2.2), with autobahn's extension object and
+        limits; a failure is ``(kind, octets, reason)`` for :meth:`_fail_inflated`."""
+        deflate = self._deflate
+        limit = self.maxMessagePayloadSize  # type: ignore[attr-defined]
+        try:
+            deflate.start_decompress_message()
+            out = deflate.decompress_message_data(payload, max_output_len=limit if limit > 0 else None)
+            deflate.end_decompress_message()
+        except PayloadExceededError:
+            return b"", ("size", limit, f"a message over the limit of {limit} octets after decompression")
+        except PayloadCorruptError as e:
+            return b"", ("invalid", 0, f"a message that cannot be decompressed: {e}")
+        if 0 < limit < len(out):
+            return b"", ("size", len(out), f"a message of {len(out)} octets, over the limit of {limit}")
+        return out, None
+
+    def _fail_inflated(self, kind: str, octets: int, reason: str) -> None:
+        """Fail the connection as autobahn's parser does for the same message: 1009
+        for a message over the limit once inflated, else 1007."""
+        if self.failedByMe:  # type: ignore[attr-defined]
+            return
+        if kind == "size":
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self._max_message_size_exceeded(octets, self.maxMessagePayloadSize, reason)  # type: ignore[attr-defined]
+        else:
+            self._invalid_payload(reason)  # type: ignore[attr-defined]
 
     def _uncork(self) -> None:
         corked, self._cork = self._cork, None
@@ -340,8 +414,8 @@ class FastFrames:
         self.message_data = None
 
     def send_frame(self, payload: bytes, binary: bool) -> None:
-        """Send one whole uncompressed message, built here (corked during a read)."""
-        self.sendData(encode_frame(payload, binary, self.side == "client"))
+        """Send one whole message, built (and compressed) here, corked during a read."""
+        self.sendData(encode_frame(payload, binary, self.side == "client", self._deflate))
 
 
 class FastPut:
@@ -375,9 +449,13 @@ class FastPut:
                 return super().put(msg)  # type: ignore[misc, no-any-return]
             n = len(payload)
             if n <= ws._direct_max:
+                sender.bytes_sent += n
+                if ws._deflate is not None:
+                    payload = deflate_message(ws._deflate, payload)
+                    op |= 0x40
+                    n = len(payload)
                 head = _SHORT_HEADS[op][n] if n < 126 else frame_head(op, n, False)
                 ws._seen = True
-                sender.bytes_sent += n
                 ws.trafficStats.outgoingOctetsWireLevel += len(head) + n
                 cork = ws._cork
                 if cork is None:
@@ -406,29 +484,55 @@ def _pump(a: Any, ta: Any, b: Any, tb: Any) -> None:
             return
 
 
+def _handshake(compress: bool) -> tuple[Any, Any, list[Any]]:
+    """An open autobahn server and client in memory (permessage-deflate if ``compress``),
+    and the list the server's messages go to."""
+    from autobahn.websocket.compress import (
+        PerMessageDeflateOffer,
+        PerMessageDeflateOfferAccept,
+        PerMessageDeflateResponse,
+        PerMessageDeflateResponseAccept,
+    )
+    from twisted.internet.testing import StringTransport
+
+    got: list[Any] = []
+
+    class Server(WebSocketServerProtocol):
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+            got.append((payload, isBinary))
+
+    server, client = Server(), WebSocketClientProtocol()
+    server.factory = WebSocketServerFactory(server=None)  # type: ignore[no-untyped-call]
+    client.factory = WebSocketClientFactory("ws://probe/")  # type: ignore[no-untyped-call]
+    if compress:
+        server.factory.setProtocolOptions(
+            perMessageCompressionAccept=lambda offers: PerMessageDeflateOfferAccept(offers[0])  # type: ignore[no-untyped-call]
+        )
+        client.factory.setProtocolOptions(
+            perMessageCompressionOffers=[PerMessageDeflateOffer()],  # type: ignore[no-untyped-call]
+            perMessageCompressionAccept=lambda r: (
+                PerMessageDeflateResponseAccept(r)  # type: ignore[no-untyped-call]
+                if isinstance(r, PerMessageDeflateResponse)
+                else None
+            ),
+        )
+    ts, tc = StringTransport(), StringTransport()
+    server.makeConnection(ts)  # type: ignore[no-untyped-call]
+    client.makeConnection(tc)  # type: ignore[no-untyped-call]
+    _pump(client, tc, server, ts)
+    return server, client, got
+
+
 def probe() -> bool:
     """Whether autobahn has every internal :class:`FastFrames` relies on, as it expects.
 
-    An in-memory handshake between autobahn's own server and client; then the
-    attributes and signatures used here are checked, and a frame built by
-    :func:`encode_frame` must reach the server as a message.
+    In-memory handshakes between autobahn's own server and client, plain and with
+    permessage-deflate; then the attributes and signatures used here are checked,
+    and frames built by :func:`encode_frame` (one compressed by the client's
+    extension object) must reach the server as messages.
     """
     try:
-        from twisted.internet.testing import StringTransport
-
-        got: list[Any] = []
-
-        class Server(WebSocketServerProtocol):
-            def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
-                got.append((payload, isBinary))
-
-        server, client = Server(), WebSocketClientProtocol()
-        server.factory = WebSocketServerFactory(server=None)  # type: ignore[no-untyped-call]
-        client.factory = WebSocketClientFactory("ws://probe/")  # type: ignore[no-untyped-call]
-        ts, tc = StringTransport(), StringTransport()
-        server.makeConnection(ts)  # type: ignore[no-untyped-call]
-        client.makeConnection(tc)  # type: ignore[no-untyped-call]
-        _pump(client, tc, server, ts)
+        server, client, got = _handshake(False)
         stats = server.trafficStats
         checks = [
             server.state == server.STATE_OPEN == client.state,
@@ -442,6 +546,8 @@ def probe() -> bool:
                     "failedByMe",
                     "_perMessageCompress",
                     "logOctets",
+                    "maxMessagePayloadSize",
+                    "wasMaxMessagePayloadSizeExceeded",
                 )
             ),
             all(
@@ -462,16 +568,27 @@ def probe() -> bool:
                     "_closeConnection",
                     "onMessageEnd",
                     "_connectionMade",
+                    "_invalid_payload",
+                    "_max_message_size_exceeded",
                 )
             ),
             list(inspect.signature(WebSocketServerProtocol.sendData).parameters)[:4]
             == ["self", "data", "sync", "chopsize"],
+            list(inspect.signature(WebSocketServerProtocol._max_message_size_exceeded).parameters)
+            == ["self", "msg_size", "max_msg_size", "reason"],
             isinstance(WebSocketServerProtocol.CONFIG_ATTRS, (tuple, list)),
             isinstance(WebSocketClientProtocol.CONFIG_ATTRS, (tuple, list)),
         ]
         server.dataReceived(encode_frame(b"probe", False, True))
         checks.append(got == [(b"probe", False)])
-        for proto in (server, client):
+        deflating, deflater, inflated = _handshake(True)
+        deflate = deflater._perMessageCompress
+        checks.append(deflate is not None and deflating._perMessageCompress is not None)
+        checks.append("max_output_len" in inspect.signature(deflate.decompress_message_data).parameters)
+        for payload in (b"probe", b"probe" * 100):  # the second one with the window taken over
+            deflating.dataReceived(encode_frame(payload, True, True, deflate))
+        checks.append(inflated == [(b"probe", True), (b"probe" * 100, True)])
+        for proto in (server, client, deflating, deflater):
             proto.connectionLost(Failure(ConnectionDone()))  # nothing is left scheduled
         return all(checks)
     except Exception:
