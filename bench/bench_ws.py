@@ -13,7 +13,11 @@ rounds, the server's CPU time per message (``/proc/PID/stat``: the fairer figure
 when the machine is busy or the client is the bottleneck), the load average, and
 aleph's ratio to each peer.
 
-``python bench/bench_ws.py [--duration 5] [--runs 3] [--size 32,4096,65536] [--servers aleph,picows,autobahn,websockets] [--record]``
+``--compression``: the client offers permessage-deflate and sends compressed frames
+(picows has no compression and is left out); echoes are then counted by parsing
+their frame headers.
+
+``python bench/bench_ws.py [--duration 5] [--runs 3] [--size 32,4096,65536] [--servers aleph,picows,autobahn,websockets] [--compression] [--record]``
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MASK = b"\x11\x22\x33\x44"
@@ -33,6 +38,7 @@ HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
+DEFLATE = b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -46,20 +52,52 @@ def frame_head(n: int, masked: bool) -> bytes:
     return bytes([0x81, bit | 127]) + n.to_bytes(8, "big")
 
 
-def client_frame(size: int) -> bytes:
-    """One masked text frame of ``size`` ASCII bytes."""
+def client_frame(size: int, compress: bool = False) -> bytes:
+    """One masked text frame of ``size`` ASCII bytes; compressed (RFC 7692, RSV1) if
+    ``compress``: deflated on its own, so it inflates the same after any other."""
     payload = (b"0123456789abcdef" * (size // 16 + 1))[:size]
-    key = (MASK * (size // 4 + 1))[:size]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
-    return frame_head(size, True) + MASK + masked
+    if compress:
+        deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        payload = (deflater.compress(payload) + deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    n = len(payload)
+    key = (MASK * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    head = frame_head(n, True)
+    if compress:
+        head = bytes([head[0] | 0x40]) + head[1:]
+    return head + MASK + masked
+
+
+def count_frames(data: bytes) -> tuple[int, bytes]:
+    """Whole server frames at the head of ``data``, and the bytes of an incomplete last one."""
+    count = pos = 0
+    n = len(data)
+    while n - pos >= 2:
+        length = data[pos + 1] & 0x7F
+        start = pos + 2
+        if length == 126:
+            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            start += 2
+        elif length == 127:
+            length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            start += 8
+        if start + length > n:
+            break
+        count += 1
+        pos = start + length
+    return count, data[pos:]
 
 
 class LoadClient(asyncio.Protocol):
     """One connection: keeps up to ``window`` messages in flight, counts echoes."""
 
-    def __init__(self, frame: bytes, echo_size: int, window: int, opened: asyncio.Future[None]) -> None:
+    def __init__(
+        self, frame: bytes, echo_size: int | None, window: int, opened: asyncio.Future[None]
+    ) -> None:
         self.frame = frame
-        self.echo_size = echo_size
+        self.echo_size = echo_size  # None: echoes have no fixed size (compressed): parse them
+        self.frames = 0
+        self.rest = b""
         self.window = window
         self.batch = max(1, window // 2)
         self.opened = opened
@@ -72,12 +110,12 @@ class LoadClient(asyncio.Protocol):
 
     @property
     def received(self) -> int:
-        return self.received_bytes // self.echo_size
+        return self.frames if self.echo_size is None else self.received_bytes // self.echo_size
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.write(HANDSHAKE)
+        transport.write(HANDSHAKE if self.echo_size is not None else HANDSHAKE[:-2] + DEFLATE)
 
     def data_received(self, data: bytes) -> None:
         if not self.upgraded:
@@ -88,10 +126,16 @@ class LoadClient(asyncio.Protocol):
             if not self.head.startswith(b"HTTP/1.1 101"):
                 self.opened.set_exception(RuntimeError(self.head[:200].decode("latin-1")))
                 return
+            if self.echo_size is None and b"permessage-deflate" not in self.head[:end]:
+                self.opened.set_exception(RuntimeError("permessage-deflate was not accepted"))
+                return
             self.upgraded = True
             data = self.head[end + 4 :]
             self.opened.set_result(None)  # measure() starts every connection at once
         self.received_bytes += len(data)
+        if self.echo_size is None:
+            n, self.rest = count_frames(self.rest + data)
+            self.frames += n
         if self.running and self.sent and self.sent - self.received <= self.window - self.batch:
             self.fill()
 
@@ -113,12 +157,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    port: int, pid: int, conns: int, duration: float, size: int, window: int
+    port: int, pid: int, conns: int, duration: float, size: int, window: int, compress: bool = False
 ) -> tuple[float, float]:
     """Echoed messages per second, and the server's CPU µs per message."""
     loop = asyncio.get_running_loop()
-    frame = client_frame(size)
-    echo_size = len(frame_head(size, False)) + size
+    frame = client_frame(size, compress)
+    echo_size = None if compress else len(frame_head(size, False)) + size
     clients = []
     for _ in range(conns):
         opened: asyncio.Future[None] = loop.create_future()
@@ -144,8 +188,12 @@ async def measure(
     return count / elapsed, (cpu / count * 1e6 if count else float("nan"))
 
 
-def start_server(kind: str, server_core: str | None) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    kind: str, server_core: str | None, compress: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
     cmd = [sys.executable, os.path.join(HERE, "ws_echo_server.py"), kind, "0"]
+    if compress:
+        cmd.append("--compression")
     if server_core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", server_core, *cmd]  # taskset execs: the PID is the server's
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -170,6 +218,9 @@ def main() -> None:
     parser.add_argument("--size", default="32", help="message sizes in bytes, comma-separated")
     parser.add_argument("--conns", default="1,50")
     parser.add_argument("--servers", default="aleph,picows,autobahn,websockets")
+    parser.add_argument(
+        "--compression", action="store_true", help="permessage-deflate (picows has none: not measured)"
+    )
     parser.add_argument("--record", action="store_true", help="store the msg/s in bench/results.json")
     args = parser.parse_args()
     ncpu = os.cpu_count() or 1
@@ -177,6 +228,8 @@ def main() -> None:
     if ncpu > 1 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})
     kinds = args.servers.split(",")
+    if args.compression:
+        kinds = [k for k in kinds if k != "picows"]
     sizes = [int(x) for x in args.size.split(",")]
     conn_counts = [int(c) for c in args.conns.split(",")]
     results: dict[tuple[str, int, int], tuple[float, float]] = {}
@@ -188,16 +241,18 @@ def main() -> None:
             for _ in range(args.runs):
                 loads.append(os.getloadavg()[0])
                 for kind in kinds:
-                    proc, port = start_server(kind, server_core)
+                    proc, port = start_server(kind, server_core, args.compression)
                     try:
                         runs[kind].append(
-                            asyncio.run(measure(port, proc.pid, conns, args.duration, size, window))
+                            asyncio.run(
+                                measure(port, proc.pid, conns, args.duration, size, window, args.compression)
+                            )
                         )
                     finally:
                         proc.kill()
                         proc.wait()
             print(
-                f"-- {size} B, {conns} conns, window {window}, load "
+                f"-- {size} B{' compressed' if args.compression else ''}, {conns} conns, window {window}, load "
                 + " ".join(f"{x:.2f}" for x in [*loads, os.getloadavg()[0]])
             )
             for kind in kinds:
@@ -228,6 +283,9 @@ def main() -> None:
             print(f"| {size} | {conns} | " + " | ".join(row) + " | " + " | ".join(ratios) + " |")
     if args.record:
         baseline = next((b for b in ("picows", "autobahn") if b in kinds), None)
+        if args.compression:
+            print("not recorded: the recorded entries are without compression")
+            return
         if baseline is None:
             print("not recorded: neither picows nor autobahn (the baselines) was measured")
             return
