@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aleph_tx._adapter import Sender
-from aleph_tx.http._websocket import frames, glue
+from aleph_tx.http._websocket import frames, glue, probe
 
 DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
 
@@ -241,3 +241,17 @@ def test_unmask_without_the_compiled_masker_is_the_same(payload: bytes, mask: by
 
 def test_the_compiled_masker_is_used_when_present() -> None:
     assert frames._NVX is not None  # autobahn's wheels ship it; the tests above use it
+
+
+def test_the_probe_refuses_an_autobahn_whose_compression_internals_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autobahn.websocket.compress_deflate import PerMessageDeflate
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    assert probe.probe() is True
+    monkeypatch.setattr(PerMessageDeflate, "decompress_message_data", lambda self, data: data)  # no limit
+    assert probe.probe() is False
+    monkeypatch.undo()
+    monkeypatch.delattr(WebSocketProtocol, "_max_message_size_exceeded")
+    assert probe.probe() is False

@@ -13,7 +13,7 @@ from _ws_helpers import AsyncioThread, RawClient, WebsocketsEchoServer, WSServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aleph_tx.http._websocket import frames, glue
+from aleph_tx.http._websocket import frames, glue, probe
 from aleph_tx.http._websocket.api import websocket_client
 from aleph_tx.http._websocket.frames import unmask
 
@@ -70,7 +70,7 @@ def _script(sizes: list[int]) -> tuple[bytes, list[tuple[int, bytes]]]:
 
 
 def test_probe_accepts_the_installed_autobahn() -> None:
-    assert frames.probe() is True and frames.FAST is True
+    assert probe.probe() is True and probe.FAST is True
 
 
 def test_probe_refuses_an_autobahn_whose_internals_changed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,10 +80,10 @@ def test_probe_refuses_an_autobahn_whose_internals_changed(monkeypatch: pytest.M
         raise AssertionError("not called by the probe")
 
     monkeypatch.setattr(WebSocketServerProtocol, "sendData", send_data)
-    assert frames.probe() is False
+    assert probe.probe() is False
     monkeypatch.undo()
     monkeypatch.setattr(WebSocketServerProtocol, "_closeConnection", None)  # gone
-    assert frames.probe() is False
+    assert probe.probe() is False
 
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "autobahn-path"])

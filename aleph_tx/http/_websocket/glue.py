@@ -45,7 +45,8 @@ from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
 from aleph_tx._time import Timer
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
-from aleph_tx.http._websocket.frames import FAST, FAST_MAX, FastFrames, FastPut
+from aleph_tx.http._websocket.frames import FAST_MAX, FastFrames, FastPut
+from aleph_tx.http._websocket.probe import FAST
 
 __all__ = [
     "ClientProtocol",
