@@ -2,6 +2,9 @@
 
 - :func:`to_chunk`: one chunk (``bytes``, ``bytearray``, ``memoryview`` or ``str``)
   as ``bytes``; every body, stream and transport converts with it.
+- :func:`file_chunks`, :func:`path_chunks`: a file read one chunk at a time
+  (for bodies and byte streams; each ``read`` is one chunk, so a large file never
+  holds the reactor for long), :func:`closer`.
 - :func:`error_of`: the error that closed a stream of chunks (what was read is
   incomplete).
 - :class:`ChunkSource`: where a body's chunks come from (an iterator, an async
@@ -12,10 +15,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+import pathlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["ChunkSource", "SourceKind", "error_of", "to_chunk"]
+__all__ = ["ChunkSource", "SourceKind", "closer", "error_of", "file_chunks", "path_chunks", "to_chunk"]
 
 
 def to_chunk(chunk: Any, encoding: str = "utf-8") -> bytes:
@@ -89,3 +93,50 @@ def error_of(source: Any) -> BaseException | None:
     except Exception:
         return None
     return err if isinstance(err, BaseException) else None
+
+
+def file_chunks(f: Any, chunk_size: int, encoding: str | None = None) -> Iterator[bytes]:
+    """Chunks of exactly ``chunk_size`` bytes (the last shorter), even from short reads.
+
+    :param encoding: for a text file (``read()`` gives ``str``); ``None``: a text
+        file is refused with :class:`TypeError`.
+    """
+    while True:
+        parts: list[bytes] = []
+        got = 0
+        while got < chunk_size:
+            data = f.read(chunk_size - got)
+            if data is None:
+                raise BlockingIOError(f"{f!r} is non-blocking and has no data ready")
+            if isinstance(data, str):
+                if encoding is None:
+                    raise TypeError(
+                        f"cannot read bytes from {f!r}: its read() returns str; open it in binary mode"
+                    )
+                data = data.encode(encoding)
+            if not data:
+                break
+            parts.append(bytes(data))
+            got += len(data)
+        if got:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+        if got < chunk_size:
+            return
+
+
+def path_chunks(path: pathlib.PurePath, chunk_size: int) -> Iterator[bytes]:
+    """A file's chunks (as :func:`file_chunks`), opened at the first one and closed at
+    the end, or when the generator is closed."""
+    with open(path, "rb") as f:
+        yield from file_chunks(f, chunk_size)
+
+
+def closer(obj: Any) -> Callable[[], None]:
+    """A function closing ``obj`` if it has a ``close()`` (a generator, a file)."""
+
+    def close() -> None:
+        close_it = getattr(obj, "close", None)
+        if close_it is not None:
+            close_it()
+
+    return close

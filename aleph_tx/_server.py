@@ -44,6 +44,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from aleph_tx._once import Once
 from aleph_tx._time import get_clock, get_reactor
 
 __all__ = ["DEFAULT_BACKLOG", "Connection", "Server", "ServerState", "listen"]
@@ -109,7 +110,7 @@ class Server:
         self._state = ServerState.LISTENING
         self._timer: IDelayedCall | None = None
         self._ports_stopped = False
-        self._waiters: list[Deferred[None]] = []
+        self._closed = Once()
 
     # -- introspection ---------------------------------------------------------
 
@@ -182,11 +183,7 @@ class Server:
 
     def wait_for_close(self) -> Deferred[None]:
         """A new Deferred firing ``None`` once the server has closed."""
-        if self._state is ServerState.CLOSED:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        return d
+        return self._closed.wait()
 
     def _ports_down(self, _: object) -> None:
         self._ports_stopped = True
@@ -219,9 +216,7 @@ class Server:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._closed.fire()
 
 
 def _stop_listening(port: IListeningPort) -> Deferred[None]:

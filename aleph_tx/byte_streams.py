@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 
 from aleph_tx import stream as _s
-from aleph_tx._chunks import error_of, to_chunk
+from aleph_tx._chunks import error_of, file_chunks, path_chunks, to_chunk
 from aleph_tx._input_stream import _InputStream
 from aleph_tx._lines import LineSplitter, line_stream
 from aleph_tx._threads import watch_shutdown
@@ -203,34 +203,6 @@ def _slices(data: bytes | memoryview, chunk_size: int) -> Iterator[bytes]:
         yield bytes(data[i : i + chunk_size])
 
 
-def _file_chunks(f: Any, chunk_size: int) -> Iterator[bytes]:
-    """Chunks of exactly ``chunk_size`` bytes (the last shorter), even from short reads."""
-    while True:
-        parts: list[bytes] = []
-        got = 0
-        while got < chunk_size:
-            data = f.read(chunk_size - got)
-            if data is None:
-                raise BlockingIOError(f"{f!r} is non-blocking and has no data ready")
-            if isinstance(data, str):
-                raise TypeError(
-                    f"cannot read bytes from {f!r}: its read() returns str; open it in binary mode"
-                )
-            if not data:
-                break
-            parts.append(bytes(data))
-            got += len(data)
-        if got:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
-        if got < chunk_size:
-            return
-
-
-def _path_chunks(path: pathlib.PurePath, chunk_size: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        yield from _file_chunks(f, chunk_size)
-
-
 def _iter_chunks(chunks: Iterable[Any], encoding: str) -> Iterator[bytes]:
     for c in chunks:
         b = to_chunk(c, encoding)
@@ -267,11 +239,11 @@ def to_chunks(x: Any, chunk_size: int = DEFAULT_CHUNK_SIZE, encoding: str = "utf
     if isinstance(x, _BYTES_LIKE | str):
         return _slices(_contiguous(x, encoding), chunk_size)
     if isinstance(x, pathlib.PurePath):
-        return _path_chunks(x, chunk_size)
+        return path_chunks(x, chunk_size)
     if _is_stream(x):
         raise TypeError(f"to_chunks() is synchronous and {x!r} is a stream: use to_stream()")
     if _is_file(x):
-        return _file_chunks(x, chunk_size)
+        return file_chunks(x, chunk_size)
     return _iter_chunks(x, encoding)
 
 

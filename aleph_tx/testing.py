@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
 from aleph_tx.errors import BackpressureError
-from aleph_tx.http._server.testing import request
 from aleph_tx.stream import MAX_PENDING, SplicedStream, Stream, splice
+
+if TYPE_CHECKING:
+    from aleph_tx.http._server.testing import request
 
 __all__ = [
     "BURST_SIZE",
@@ -31,6 +33,17 @@ __all__ = [
     "request",
     "stream_pair",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``request`` is imported on first use: the HTTP server (and what it imports)
+    is not loaded by tests that only check streams."""
+    if name == "request":
+        from aleph_tx.http._server.testing import request
+
+        return request
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The keys every stream's ``description()`` has.
 DESCRIPTION_KEYS = frozenset(

@@ -5,12 +5,15 @@ Server contexts are :class:`twisted.internet.ssl.CertificateOptions` (pass them 
 are :class:`ClientContext`, which is also a Twisted
 :class:`~twisted.web.iweb.IPolicyForHTTPS` (usable as an ``Agent``'s
 ``contextFactory``). Hostname verification (service-identity) is on by default;
-``insecure=True`` turns every check off, explicitly.
+``insecure=True`` turns every check off, explicitly. :func:`client_creator` is the
+one place where a client's TLS settings become a connection creator: ``tcp.client``,
+``http.websocket_client`` and the HTTP client all use it.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import os
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from OpenSSL import SSL
 from OpenSSL.crypto import X509
 from twisted.internet import ssl as tssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -170,30 +174,85 @@ def server_context(
     return tssl.CertificateOptions(privateKey=private_key, certificate=certs[0], extraCertChain=list(extra))
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _InsecureCreator:
-    """A client connection that checks nothing (but still sends SNI)."""
-
-    def __init__(self, hostname: str, acceptable_protocols: Sequence[bytes] | None) -> None:
-        options = tssl.CertificateOptions(verify=False, acceptableProtocols=acceptable_protocols)
-        self._context = options.getContext()
-        self._hostname = hostname
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
-        conn = SSL.Connection(self._context, None)
-        conn.set_app_data(tlsProtocol)
-        if _is_dns_name(self._hostname):
-            conn.set_tlsext_host_name(self._hostname.encode("idna"))
-        conn.set_connect_state()
-        return conn
+#: The environment variables through which OpenSSL's default trust store can be
+#: pointed elsewhere; part of the cache key of system-trust creators.
+_TRUST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def _is_dns_name(hostname: str) -> bool:
     try:
-        ipaddress.ip_address(hostname)
+        ipaddress.ip_address(hostname.strip("[]"))
     except ValueError:
         return bool(hostname)
     return False
+
+
+@functools.lru_cache(maxsize=1)
+def _insecure_context() -> SSL.Context:
+    ctx: SSL.Context = tssl.CertificateOptions(verify=False).getContext()
+    return ctx
+
+
+@functools.lru_cache(maxsize=256)
+def _verified_creator(
+    hostname: str, alpn: tuple[bytes, ...], trust_root: Any, env: tuple[str | None, ...]
+) -> IOpenSSLClientConnectionCreator:
+    """Twisted's verifying creator, cached: its context (the trust store loaded) is
+    built once per host, ALPN list, trust root and trust-store environment."""
+    return tssl.optionsForClientTLS(hostname, trustRoot=trust_root, acceptableProtocols=list(alpn) or None)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ContextCreator:
+    """Client connections from one ``SSL.Context``: SNI, ALPN and, with ``check_host``,
+    the server certificate checked against ``hostname`` (service-identity).
+
+    The context's own verification mode decides whether the chain is checked; the
+    host name check is added per connection, so one context serves many hosts.
+    """
+
+    def __init__(self, ctx: SSL.Context, hostname: str, alpn: Sequence[bytes], check_host: bool) -> None:
+        self._ctx = ctx
+        self._hostname = hostname
+        self._alpn = list(alpn)
+        self._check_host = check_host
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
+        conn = SSL.Connection(self._ctx, None)
+        conn.set_app_data(tlsProtocol)
+        if _is_dns_name(self._hostname):
+            conn.set_tlsext_host_name(self._hostname.encode("idna"))
+        if self._alpn:
+            conn.set_alpn_protos(self._alpn)
+        if self._check_host:
+            chain_checked = bool(self._ctx.get_verify_mode() & SSL.VERIFY_PEER)
+            conn.set_verify(SSL.VERIFY_PEER, _host_checker(tlsProtocol, self._hostname, chain_checked))
+        conn.set_connect_state()
+        return conn
+
+
+def _host_checker(tls_protocol: Any, hostname: str, chain_checked: bool) -> Any:
+    """An OpenSSL verify callback: the chain as the context says, the leaf for ``hostname``."""
+    from service_identity import VerificationError
+    from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+    from service_identity.pyopenssl import extract_patterns
+
+    host = hostname.strip("[]")
+    sid = DNS_ID(host) if _is_dns_name(host) else IPAddress_ID(host)
+    proto: list[Any] = [tls_protocol]
+
+    def verify(conn: SSL.Connection, cert: X509, err: int, depth: int, ok: int) -> bool:
+        result = bool(ok) or not chain_checked
+        if depth != 0 or not proto:
+            return result
+        try:
+            verify_service_identity(extract_patterns(cert), [sid], [])
+        except VerificationError:
+            proto.pop().failVerification(Failure())
+            return False
+        return result
+
+    return verify
 
 
 @implementer(IPolicyForHTTPS)
@@ -212,13 +271,11 @@ class ClientContext:
         self, hostname: str, acceptable_protocols: Sequence[bytes] | None = None
     ) -> IOpenSSLClientConnectionCreator:
         """A connection creator for ``hostname`` (checked against the certificate unless insecure)."""
+        alpn = tuple(acceptable_protocols or ())
         if self.insecure:
-            return _InsecureCreator(hostname, acceptable_protocols)
-        return tssl.optionsForClientTLS(
-            hostname,
-            trustRoot=self.trust_root,
-            acceptableProtocols=list(acceptable_protocols) if acceptable_protocols else None,
-        )
+            return _ContextCreator(_insecure_context(), hostname, alpn, check_host=False)
+        env = tuple(os.environ.get(name) for name in _TRUST_ENV) if self.trust_root is None else ()
+        return _verified_creator(hostname, alpn, self.trust_root, env)
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:  # noqa: N802
         """:class:`IPolicyForHTTPS`: the creator for an HTTPS request to ``hostname``."""
@@ -258,22 +315,50 @@ def client_creator(
     ssl_context: Any = None,
     insecure: bool = False,
     acceptable_protocols: Sequence[bytes] | None = None,
+    port: int = 0,
 ) -> IOpenSSLClientConnectionCreator:
-    """The connection creator for a client connecting to ``host``.
+    """The TLS connection creator for a client connecting to ``host``: the one used by
+    ``tcp.client``, ``http.websocket_client`` and the HTTP client.
 
-    :param ssl_context: a :class:`ClientContext`, any ``IPolicyForHTTPS``, an
-        ``IOpenSSLClientConnectionCreator``, or ``None`` (platform trust).
+    :param ssl_context: whom to trust, one of:
+
+        - ``None``: the platform's trust store (OpenSSL's ``SSL_CERT_FILE`` and
+          ``SSL_CERT_DIR`` apply), the host name checked;
+        - a :class:`ClientContext` (:func:`client_context`);
+        - any ``twisted.web.iweb.IPolicyForHTTPS`` (``creatorForNetloc(host, port)``
+          is called, e.g. ``BrowserLikePolicyForHTTPS``);
+        - an ``IOpenSSLClientConnectionCreator`` (e.g. ``optionsForClientTLS(...)``),
+          used as is for every host;
+        - an ``OpenSSL.SSL.Context``, or anything with ``getContext()`` returning one
+          (``twisted.internet.ssl.CertificateOptions``): its verification settings
+          decide the chain; SNI is sent and the certificate is checked against ``host``.
+    :param insecure: check nothing (SNI is still sent); not with ``ssl_context``.
+    :param acceptable_protocols: ALPN names to offer (RFC 7301), e.g. ``[b"h2",
+        b"http/1.1"]``; offered with ``None``, ``insecure``, a :class:`ClientContext`
+        and an ``SSL.Context``; another policy or a ready creator is used as it is.
+    :param port: passed to an ``IPolicyForHTTPS``.
     :raises ValueError: for ``ssl_context`` together with ``insecure=True``.
     :raises TypeError: for an ``ssl_context`` of another kind.
     """
     if ssl_context is not None and insecure:
-        raise ValueError("ssl_context and insecure=True contradict each other")
+        raise ValueError("give ssl_context or insecure=True, not both")
     if ssl_context is None:
         return ClientContext(None, insecure).creator(host, acceptable_protocols)
     if isinstance(ssl_context, ClientContext):
         return ssl_context.creator(host, acceptable_protocols)
     if IPolicyForHTTPS.providedBy(ssl_context):
-        return ssl_context.creatorForNetloc(host.encode("idna"), 0)
+        creator: IOpenSSLClientConnectionCreator = ssl_context.creatorForNetloc(host.encode("idna"), port)
+        return creator
     if IOpenSSLClientConnectionCreator.providedBy(ssl_context):
         return ssl_context
-    raise TypeError(f"ssl_context must be a client context (tls.client_context()), not {ssl_context!r}")
+    ctx = ssl_context
+    if not isinstance(ctx, SSL.Context):
+        get_context = getattr(ssl_context, "getContext", None)
+        ctx = get_context() if callable(get_context) else None
+    if isinstance(ctx, SSL.Context):
+        return _ContextCreator(ctx, host, tuple(acceptable_protocols or ()), check_host=True)
+    raise TypeError(
+        "ssl_context must be a tls.client_context(), an IPolicyForHTTPS, an "
+        "IOpenSSLClientConnectionCreator, an OpenSSL.SSL.Context or have getContext(), "
+        f"not {ssl_context!r}"
+    )

@@ -2,11 +2,15 @@
 
 usage: python bench/bench_http.py [--duration 10] [--runs 3] [--connections 50] [--only NAME ...] [--record]
 
-Each server runs pinned to core 0 (``taskset -c 0``), ``wrk`` on core 1
-(``wrk -t1 -cN -dDs --latency``), 127.0.0.1 only. Reported: the median req/s of
-``--runs`` runs, its p99 latency, and each server's ratio to uvicorn and to raw
-twisted.web. Peers missing from the environment (aiohttp, uvicorn) are skipped.
-The servers are embedded below so the benchmark runs from the project alone.
+Every server is started at once, each pinned to core 0 (``taskset -c 0``); the
+rounds are interleaved (round 1 of every server, then round 2, ...), ``wrk`` on
+core 1 (``wrk -t1 -cN -dDs --latency``), 127.0.0.1 only. Reported: the median req/s
+of ``--runs`` rounds, its p99 latency, the server's CPU per request (its whole
+process tree: granian runs its worker in a child), its RSS idle (after a warm-up)
+and at the end of the load, and ratios to uvicorn, granian and raw twisted.web.
+Peers missing from the environment (aiohttp, uvicorn, granian) are skipped. The
+servers are embedded below so the benchmark runs from the project alone;
+``aleph_tx_demo`` is ``twist aleph-http`` itself (the demo handler).
 """
 
 from __future__ import annotations
@@ -104,9 +108,26 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", life
             access_log=False, log_level="warning", backlog=1024,
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
 """,
+    "granian": """
+import os, sys
+async def app(scope, proto):
+    proto.response_str(200, [("content-type", "text/plain")], "hello!")
+if __name__ == "__main__":  # granian's CLI imports this file as a module: exec it here
+    folder, name = os.path.split(os.path.abspath(__file__))
+    exe = os.path.join(os.path.dirname(sys.executable), "granian")
+    os.chdir(folder)
+    os.execv(exe, [exe, "--interface", "rsgi", "--host", "127.0.0.1", "--port", sys.argv[1],
+                   "--workers", "1", "--runtime-threads", "1", "--no-ws", "--log-level", "warning",
+                   name[:-3] + ":app"])
+""",
+    "aleph_tx_demo": """
+import os, sys
+os.execv(sys.executable, [sys.executable, "-m", "twisted", "--log-format", "text", "aleph-http",
+                          "--listen", f"tcp:{sys.argv[1]}:interface=127.0.0.1"])
+""",
 }
 
-NEEDS = {"aiohttp": "aiohttp", "uvicorn": "uvicorn", "aiohttp_stream": "aiohttp"}
+NEEDS = {"aiohttp": "aiohttp", "uvicorn": "uvicorn", "aiohttp_stream": "aiohttp", "granian": "granian"}
 
 # Throughput: GET /big streams 1 MiB in 16 chunks of 64 KiB (chunked); POST /upload
 # reads the body as it arrives and answers its length.
@@ -167,10 +188,47 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its children (Linux ``/proc``)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, MiB."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def wrk(port: int, duration: int, connections: int) -> tuple[float, str]:
@@ -254,49 +312,43 @@ def bench_stream(name: str, code: str, args: argparse.Namespace) -> tuple[float,
     return down, up
 
 
-def bench(name: str, code: str, args: argparse.Namespace) -> tuple[float, str] | None:
-    module = NEEDS.get(name)
-    if module and importlib.util.find_spec(module) is None:
-        print(f"{name}: skipped ({module} not installed)", flush=True)
-        return None
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(code)
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, f.name, str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+class Running:
+    """One server process for the whole run."""
+
+    def __init__(self, name: str, code: str, connections: int) -> None:
+        self.name = name
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False, prefix="bench_http_") as f:
+            f.write(code)
+        self.file = f.name
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, self.file, str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+        wrk(self.port, 1, connections)  # warm-up
+        self.rss_idle = rss_mib(self.proc.pid)
+        self.rss_load = 0.0
+        self.runs: list[tuple[float, str]] = []
+        self.cpu: list[float] = []
+
+    def round(self, duration: int, connections: int) -> None:
+        before = cpu_seconds(self.proc.pid)
+        self.runs.append(wrk(self.port, duration, connections))
+        spent = cpu_seconds(self.proc.pid) - before
+        self.cpu.append(spent / max(1, wrk.last_requests) * 1e6)  # type: ignore[attr-defined]
+        self.rss_load = max(self.rss_load, rss_mib(self.proc.pid))
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            wait_port(port)
-        except RuntimeError as e:
-            print(f"{name}: skipped ({e})", flush=True)
-            return None
-        wrk(port, 1, args.connections)  # warm-up
-        results = []
-        cpu_per_request = []
-        for _ in range(args.runs):
-            before = cpu_seconds(proc.pid)
-            results.append(wrk(port, args.duration, args.connections))
-            spent = cpu_seconds(proc.pid) - before
-            cpu_per_request.append(spent / max(1, wrk.last_requests) * 1e6)  # type: ignore[attr-defined]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        os.unlink(f.name)
-    results.sort()
-    median = results[len(results) // 2]
-    cpu = statistics.median(cpu_per_request)
-    print(
-        f"{name}: {median[0]:.0f} req/s (p99 {median[1]}) runs={[round(r[0]) for r in results]}"
-        f" server CPU {cpu:.1f} us/request (= {1e6 / cpu:.0f} req/s per core)",
-        flush=True,
-    )
-    CPU[name] = cpu
-    return median
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.unlink(self.file)
 
 
 def main() -> None:
@@ -315,27 +367,50 @@ def main() -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install wrk util-linux)")
+    running: list[Running] = []
+    try:
+        for name, code in SERVERS.items():
+            if args.only and name not in args.only:
+                continue
+            module = NEEDS.get(name)
+            if module and importlib.util.find_spec(module) is None:
+                print(f"{name}: skipped ({module} not installed)", flush=True)
+                continue
+            try:
+                running.append(Running(name, code, args.connections))
+            except RuntimeError as e:
+                print(f"{name}: skipped ({e})", flush=True)
+        for i in range(args.runs):  # interleaved: every server once per round
+            for r in running:
+                r.round(args.duration, args.connections)
+            print(
+                f"round {i + 1}: " + ", ".join(f"{r.name} {r.runs[-1][0]:.0f}" for r in running), flush=True
+            )
+    finally:
+        for r in running:
+            r.stop()
     results: dict[str, tuple[float, str]] = {}
-    for name, code in SERVERS.items():
-        if args.only and name not in args.only:
-            continue
-        r = bench(name, code, args)
-        if r is not None:
-            results[name] = r
-    print()
+    for r in running:
+        median = sorted(r.runs)[len(r.runs) // 2]
+        results[r.name] = median
+        CPU[r.name] = statistics.median(r.cpu)
+    load = os.getloadavg()
+    print(f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(
-        "| server | req/s | p99 | vs uvicorn | vs twisted.web | server CPU/request | per-core req/s | CPU vs uvicorn |"
+        "| server | req/s | p99 | vs uvicorn | vs granian | vs twisted.web | server CPU/request"
+        " | RSS idle | RSS under load |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rss = {r.name: (r.rss_idle, r.rss_load) for r in running}
     for name, (rps, p99) in results.items():
-        uv = results.get("uvicorn")
-        tw = results.get("twisted_web")
-        ratio_uv = f"{rps / uv[0]:.2f}x" if uv else "-"
-        ratio_tw = f"{rps / tw[0]:.2f}x" if tw else "-"
-        cpu = CPU[name]
-        cpu_uv = f"{CPU['uvicorn'] / cpu:.2f}x" if "uvicorn" in CPU else "-"
+        ratios = []
+        for peer in ("uvicorn", "granian", "twisted_web"):
+            other = results.get(peer)
+            ratios.append(f"{rps / other[0]:.2f}x" if other else "-")
+        idle, loaded = rss[name]
         print(
-            f"| {name} | {rps:.0f} | {p99} | {ratio_uv} | {ratio_tw} | {cpu:.1f} us | {1e6 / cpu:.0f} | {cpu_uv} |"
+            f"| {name} | {rps:.0f} | {p99} | {' | '.join(ratios)} | {CPU[name]:.1f} us"
+            f" | {idle:.0f} MiB | {loaded:.0f} MiB |"
         )
     if args.throughput:
         print()

@@ -45,7 +45,7 @@ reactor.run()
 import sys
 from twisted.internet import reactor
 from aleph_tx import stream as s, tcp
-from aleph_tx.http._server.serve import install_eager
+from aleph_tx._eager import install_eager
 def echo(conn, info):
     s.connect(conn, conn)
 server = tcp.start_server(echo, port=int(sys.argv[1]), host="127.0.0.1")

@@ -155,3 +155,13 @@ def test_top_level_package_is_light() -> None:
 
 def test_py_typed_marker_is_shipped() -> None:
     assert (Path(aleph_tx.__file__).parent / "py.typed").is_file()
+
+
+def test_importing_testing_loads_neither_http_nor_autobahn() -> None:
+    """``aleph_tx.testing`` loads the HTTP server only when ``request`` is used."""
+    code = (
+        "import sys, aleph_tx.testing as t\n"
+        "assert 'aleph_tx.http' not in sys.modules and 'autobahn' not in sys.modules\n"
+        "assert t.request.__module__ == 'aleph_tx.http._server.testing'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -620,3 +620,34 @@ async def test_http2_request_body_has_no_empty_chunks() -> None:
     assert b"".join(chunks) == b"hello"
     assert b"" not in chunks, f"the body stream delivered an empty chunk: {chunks!r}"
     await close_within_shutdown_timeout(srv, clock, [pipe])
+
+
+@pytest_twisted.ensureDeferred
+async def test_9_tls_handshake_is_bounded_by_header_timeout() -> None:
+    """A client that opens TCP and never completes TLS is cut at header_timeout."""
+    srv, clock = h2(lambda req: {"body": "ok"}, header_timeout=5)
+    client = RawClient()  # speaks no TLS: the handshake never completes
+    pipe = Pipe(server_factory(clock, tls=True), client, clock)
+    await _advance(clock, pipe, 4.5)
+    assert not pipe.closed, "closed before header_timeout"
+    await _advance(clock, pipe, 1.0)
+    assert pipe.closed, "a stalled TLS handshake held the connection past header_timeout"
+    await close_within_shutdown_timeout(srv, clock, [pipe])
+
+
+@pytest_twisted.ensureDeferred
+async def test_9_idle_http2_connection_is_closed_after_header_timeout() -> None:
+    srv, clock = h2(lambda req: {"body": "ok"}, header_timeout=5)
+    pipe, client = h2_pipe(clock)
+    await _advance(clock, pipe, 3)
+    sid = client.request("GET", "/")
+    await pipe.settle()
+    await _advance(clock, pipe, 0.5)
+    assert client.responses[sid]["status"] == 200 and client.responses[sid]["ended"]
+    await _advance(clock, pipe, 4.0)
+    assert not pipe.closed, "the timer was not restarted when the last stream ended"
+    await _advance(clock, pipe, 1.5)
+    assert client.terminated, "no GOAWAY at header_timeout on an idle HTTP/2 connection"
+    await _advance(clock, pipe, 5.0)  # the GOAWAY's grace (H2_ABORT_TIMEOUT), then cut
+    assert pipe.closed, "an idle HTTP/2 connection was kept past header_timeout"
+    await close_within_shutdown_timeout(srv, clock, [pipe])

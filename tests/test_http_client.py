@@ -15,6 +15,7 @@ import pytest_twisted
 from test_http_client_servers import RawServer, ThreadServer, WebServer, itest
 from twisted.internet.defer import Deferred
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import (
     ClientResponseError,
@@ -22,8 +23,7 @@ from aleph_tx.errors import (
     ProtocolError,
     RedirectError,
 )
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 
 @pytest.fixture

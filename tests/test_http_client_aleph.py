@@ -13,6 +13,7 @@ import pytest_twisted
 from test_http_client_servers import RawServer, itest, sleep
 from twisted.internet import defer, task
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import (
     ClientResponseError,
@@ -20,9 +21,8 @@ from aleph_tx.errors import (
     ConnectionTimeout,
     RedirectError,
 )
-from aleph_tx.http._client import api as http
-from aleph_tx.http._client.api import _host_header, _target_and_path
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
+from aleph_tx.http._client.options import host_header, target_and_path
 
 
 def _handler(req: dict[str, Any]) -> Any:
@@ -62,12 +62,12 @@ def server() -> Iterator[Any]:
 
 def test_domain_extracting_idn() -> None:
     # client_test.clj test-domain-extracting
-    assert _target_and_path("https://domainname.com:80")[:3] == ("https", "domainname.com", 80)
-    scheme, host, port, path, _ = _target_and_path("https://名がドメイン.com:80")
+    assert target_and_path("https://domainname.com:80")[:3] == ("https", "domainname.com", 80)
+    scheme, host, port, path, _ = target_and_path("https://名がドメイン.com:80")
     assert (scheme, port, path) == ("https", 80, b"/")
-    assert _host_header(scheme, host, port) == "xn--v8jxj3d1dzdz08w.com:80"
-    assert _host_header("http", "example.com", 80) == "example.com"
-    assert _host_header("http", "::1", 8080) == "[::1]:8080"
+    assert host_header(scheme, host, port) == "xn--v8jxj3d1dzdz08w.com:80"
+    assert host_header("http", "example.com", 80) == "example.com"
+    assert host_header("http", "::1", 8080) == "[::1]:8080"
 
 
 def test_invalid_body() -> None:

@@ -20,10 +20,10 @@ from twisted.web import server
 from twisted.web.resource import EncodingResourceWrapper
 from twisted.web.server import GzipEncoderFactory
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError, ProtocolError
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 
 class GzipSite:

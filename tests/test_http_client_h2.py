@@ -14,10 +14,10 @@ import pytest_twisted
 from test_http_client_servers import WebServer, itest, make_tls, server_tls_options, sleep
 from twisted.internet import defer
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError, ReadTimeout, RequestTimeout
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 H2 = ("h2", "http/1.1")
 _MATERIAL: dict[str, bytes] = {}

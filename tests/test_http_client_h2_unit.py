@@ -8,41 +8,63 @@ import h2.config
 import h2.connection
 import h2.events
 from twisted.internet.defer import CancelledError
-from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import Request, ResponseDone
-from twisted.web.http_headers import Headers
 
-from aleph_tx.http._client_body import Replayable
-from aleph_tx.http._client_h2 import H2Connection
+from aleph_tx.errors import ConnectionLostError
+from aleph_tx.http._client.h2 import H2ClientConnection
+from aleph_tx.http._client.pool import ClientRequest
 
 
-class Body(Protocol):
+class Body:
+    """A BodySink recording what it got."""
+
     def __init__(self) -> None:
         self.data = b""
-        self.ended: Failure | None = None
+        self.done = False
+        self.failed: BaseException | None = None
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def body_data(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
-        self.ended = reason
+    def body_ending(self) -> BaseException | None:
+        return None
+
+    def body_done(self) -> None:
+        self.done = True
+
+    def body_failed(self, reason: BaseException) -> None:
+        self.failed = reason
+
+
+class Events:
+    """The pool side (PoolEvents), recorded."""
+
+    def __init__(self) -> None:
+        self.reusable: list[Any] = []
+        self.gone: list[Any] = []
+
+    def connection_reusable(self, conn: Any) -> None:
+        self.reusable.append(conn)
+
+    def connection_gone(self, conn: Any) -> None:
+        self.gone.append(conn)
 
 
 class Pair:
-    """A client H2Connection and an h2 server, bytes moved by :meth:`pump`."""
+    """A client H2ClientConnection and an h2 server, bytes moved by :meth:`pump`."""
 
     def __init__(self) -> None:
         self.transport = StringTransport()
-        self.done: list[Any] = []
-        self.client = H2Connection(self.transport, self.done.append, 65536)
+        self.events = Events()
+        self.done = self.events.reusable
+        self.client = H2ClientConnection(self.transport, self.events, "key", 65536)
         self.server = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
         self.server.initiate_connection()
-        self.events: list[Any] = []
+        self.events_seen: list[Any] = []
         self.pump()
 
     def pump(self) -> None:
@@ -50,7 +72,7 @@ class Pair:
             out = self.transport.value()
             self.transport.clear()
             if out:
-                self.events += self.server.receive_data(out)
+                self.events_seen += self.server.receive_data(out)
             back = self.server.data_to_send()
             if back:
                 self.client.data_received(back)
@@ -58,9 +80,10 @@ class Pair:
                 return
 
     def get(self, path: bytes = b"/", body: bytes | None = None) -> Any:
-        producer = Replayable(body).producer() if body is not None else None
-        req = Request(b"POST" if body else b"GET", path, Headers({b"host": [b"x"]}), producer)
-        stream = self.client.request(req, b"https", b"x")
+        req = ClientRequest(
+            b"POST" if body else b"GET", b"https", b"x", path, path, [(b"host", b"x")], body, None
+        )
+        stream = self.client.send(req)
         self.pump()
         return stream
 
@@ -82,31 +105,30 @@ class H2UnitTests(SynchronousTestCase):
     def test_request_and_response(self) -> None:
         p = Pair()
         st = p.get(b"/hello")
-        received = [e for e in p.events if isinstance(e, h2.events.RequestReceived)]
+        received = [e for e in p.events_seen if isinstance(e, h2.events.RequestReceived)]
         self.assertEqual(dict(received[0].headers)[b":path"], b"/hello")
         self.assertEqual(dict(received[0].headers)[b":authority"], b"x")
         self.assertNotIn(b"host", dict(received[0].headers))
         p.respond(st.stream_id, b"hi")
-        resp = self.successResultOf(st.response_d)
-        self.assertEqual(resp.code, 200)
+        resp = self.successResultOf(st.head)
+        self.assertEqual(resp.status, 200)
         body = Body()
-        resp.deliverBody(body)
+        resp.deliver_body(body)
         self.assertEqual(body.data, b"hi")
-        self.assertTrue(body.ended is not None and body.ended.check(ResponseDone))
+        self.assertTrue(body.done)
         self.assertEqual(p.done, [p.client])
-        self.assertEqual(p.client.active_streams, 0)
+        self.assertFalse(p.client.in_use())
 
     def test_paused_stream_is_not_acknowledged_and_others_continue(self) -> None:
         p = Pair()
         a, b = p.get(b"/a"), p.get(b"/b")
         p.respond(a.stream_id, b"x" * 60000, end=False)
-        resp_a = self.successResultOf(a.response_d)
+        resp_a = self.successResultOf(a.head)
         body_a = Body()
-        resp_a.deliverBody(body_a)
-        resp_a_transport = body_a.transport
+        resp_a.deliver_body(body_a)
         self.assertEqual(len(body_a.data), 60000)
         window_after_read = p.server.local_flow_control_window(a.stream_id)
-        resp_a_transport.pauseProducing()
+        resp_a.pause_reading()
         p.send(a.stream_id, b"y" * 1000)
         self.assertEqual(len(body_a.data), 60000)  # held, not delivered
         # not acknowledged: the server's window for the stream did not reopen
@@ -114,62 +136,63 @@ class H2UnitTests(SynchronousTestCase):
         # stream b is unaffected
         p.respond(b.stream_id, b"bee")
         body_b = Body()
-        self.successResultOf(b.response_d).deliverBody(body_b)
+        self.successResultOf(b.head).deliver_body(body_b)
         self.assertEqual(body_b.data, b"bee")
-        resp_a_transport.resumeProducing()
+        resp_a.resume_reading()
         self.assertEqual(len(body_a.data), 61000)
 
     def test_request_body_respects_flow_control(self) -> None:
         p = Pair()
         st = p.get(b"/up", body=b"z" * 200_000)
-        data = b"".join(e.data for e in p.events if isinstance(e, h2.events.DataReceived))
+        data = b"".join(e.data for e in p.events_seen if isinstance(e, h2.events.DataReceived))
         self.assertEqual(len(data), 65535)  # the server's initial window
-        self.assertFalse(st._end_sent)
-        for e in p.events:
+        self.assertFalse(st.end_sent)
+        for e in p.events_seen:
             if isinstance(e, h2.events.DataReceived):
                 p.server.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
-        p.events.clear()
+        p.events_seen.clear()
         for _ in range(10):
             p.pump()
-            for e in list(p.events):
+            for e in list(p.events_seen):
                 if isinstance(e, h2.events.DataReceived):
                     data += e.data
                     p.server.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
-            p.events.clear()
+            p.events_seen.clear()
         self.assertEqual(len(data), 200_000)
-        self.assertTrue(st._end_sent)
+        self.assertTrue(st.end_sent)
 
     def test_cancel_resets_only_the_stream(self) -> None:
         p = Pair()
         st = p.get(b"/slow")
-        st.response_d.cancel()
-        self.failureResultOf(st.response_d, CancelledError)
+        st.head.cancel()
+        self.failureResultOf(st.head, CancelledError)
         p.pump()
-        resets = [e for e in p.events if isinstance(e, h2.events.StreamReset)]
+        resets = [e for e in p.events_seen if isinstance(e, h2.events.StreamReset)]
         self.assertEqual([r.stream_id for r in resets], [st.stream_id])
         self.assertTrue(p.client.can_take())
-        self.assertEqual(p.client.active_streams, 0)
+        self.assertFalse(p.client.in_use())
 
     def test_server_reset_and_connection_lost(self) -> None:
         p = Pair()
         a, b = p.get(b"/a"), p.get(b"/b")
         p.server.reset_stream(a.stream_id)
         p.pump()
-        f = self.failureResultOf(a.response_d)
-        self.assertIn("reset", str(f.value.reasons[0].value))
+        f = self.failureResultOf(a.head, ConnectionLostError)
+        self.assertIn("reset", str(f.value))
         p.client.connection_lost(Failure(ConnectionError("gone")))
-        self.failureResultOf(b.response_d)
+        self.failureResultOf(b.head, ConnectionLostError)
         self.assertFalse(p.client.can_take())
 
 
 class H2GoawayTests(SynchronousTestCase):
-    def test_goaway_fails_unprocessed_streams_as_not_sent(self) -> None:
-        from twisted.web._newclient import RequestNotSent
-
+    def test_goaway_fails_unprocessed_streams_as_retryable(self) -> None:
         p = Pair()
         a, b = p.get(b"/a"), p.get(b"/b")
         p.server.close_connection(last_stream_id=a.stream_id)
         p.pump()
-        self.assertNoResult(a.response_d)
-        self.failureResultOf(b.response_d, RequestNotSent)
+        self.assertNoResult(a.head)
+        self.failureResultOf(b.head, ConnectionLostError)
+        self.assertTrue(b.retryable)
+        self.assertFalse(a.retryable)
+        self.assertEqual(p.events.gone, [p.client])
         self.assertFalse(p.client.can_take())

@@ -2,99 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_http_client_servers import itest
+from test_http_client_servers import AiohttpServer, itest
 from twisted.internet.defer import Deferred
 
+from aleph_tx import http
 from aleph_tx import stream as s
 from aleph_tx.errors import ClientResponseError
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
-
-
-class AiohttpServer:
-    """An aiohttp application on 127.0.0.1 port 0, its loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        from aiohttp import web
-
-        async def multipart(request: web.Request) -> web.Response:
-            form = await request.post()
-            out: dict[str, Any] = {}
-            for name, value in form.items():
-                if isinstance(value, web.FileField):
-                    out[name] = {
-                        "filename": value.filename,
-                        "content_type": value.content_type,
-                        "data": value.file.read().decode("latin-1"),
-                    }
-                else:
-                    out[name] = value
-            return web.json_response(out)
-
-        async def form(request: web.Request) -> web.Response:
-            data = await request.post()
-            return web.json_response({k: data.getall(k) for k in data})
-
-        async def chunked(request: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse()
-            resp.content_type = "text/plain"
-            resp.charset = "iso-8859-1"
-            await resp.prepare(request)
-            for i in range(5):
-                await resp.write(f"part {i} é\n".encode("iso-8859-1"))
-                await asyncio.sleep(0.005)
-            await resp.write_eof()
-            return resp
-
-        async def upload(request: web.Request) -> web.Response:
-            n = 0
-            async for chunk in request.content.iter_any():
-                n += len(chunk)
-            return web.json_response({"received": n, "chunked": request.headers.get("transfer-encoding")})
-
-        async def cookies(request: web.Request) -> web.Response:
-            resp = web.json_response(dict(request.cookies))
-            resp.set_cookie("visits", str(int(request.cookies.get("visits", "0")) + 1))
-            return resp
-
-        app = web.Application()
-        app.router.add_post("/multipart", multipart)
-        app.router.add_post("/form", form)
-        app.router.add_get("/chunked", chunked)
-        app.router.add_post("/upload", upload)
-        app.router.add_get("/cookies", cookies)
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log=None)
-        ready = threading.Event()
-        self.port = 0
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+from aleph_tx.http import ConnectionPool
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,15 @@
 - :func:`thread_server`: Python's ``http.server`` in a thread;
 - :class:`RawServer`: a TCP server answering canned bytes (malformed responses, stalls);
 - :func:`make_tls`: a CA and a ``localhost`` certificate made with ``cryptography``;
-- :class:`ThreadProxy`: a tiny forward proxy (absolute-URI requests and CONNECT).
+- :class:`ThreadProxy`: a tiny forward proxy (absolute-URI requests and CONNECT);
+- :class:`AiohttpServer`: an aiohttp application in a thread (multipart, forms, uploads).
 
 No tests here: the other ``test_http_client*`` modules import it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import functools
@@ -542,3 +544,193 @@ class ThreadProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- an aiohttp server in a thread -------------------------------------------------------------
+
+
+class AiohttpServer:
+    """An aiohttp application on 127.0.0.1 port 0, its loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        async def multipart(request: web.Request) -> web.Response:
+            form = await request.post()
+            out: dict[str, Any] = {}
+            for name, value in form.items():
+                if isinstance(value, web.FileField):
+                    out[name] = {
+                        "filename": value.filename,
+                        "content_type": value.content_type,
+                        "data": value.file.read().decode("latin-1"),
+                    }
+                else:
+                    out[name] = value
+            return web.json_response(out)
+
+        async def form(request: web.Request) -> web.Response:
+            data = await request.post()
+            return web.json_response({k: data.getall(k) for k in data})
+
+        async def chunked(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            resp.content_type = "text/plain"
+            resp.charset = "iso-8859-1"
+            await resp.prepare(request)
+            for i in range(5):
+                await resp.write(f"part {i} é\n".encode("iso-8859-1"))
+                await asyncio.sleep(0.005)
+            await resp.write_eof()
+            return resp
+
+        async def upload(request: web.Request) -> web.Response:
+            n = 0
+            async for chunk in request.content.iter_any():
+                n += len(chunk)
+            return web.json_response({"received": n, "chunked": request.headers.get("transfer-encoding")})
+
+        async def cookies(request: web.Request) -> web.Response:
+            resp = web.json_response(dict(request.cookies))
+            resp.set_cookie("visits", str(int(request.cookies.get("visits", "0")) + 1))
+            return resp
+
+        app = web.Application()
+        app.router.add_post("/multipart", multipart)
+        app.router.add_post("/form", form)
+        app.router.add_get("/chunked", chunked)
+        app.router.add_post("/upload", upload)
+        app.router.add_get("/cookies", cookies)
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, access_log=None)
+        ready = threading.Event()
+        self.port = 0
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+# -- hypercorn (HTTP/1.1 on h11, HTTP/2 on h2) in a thread --------------------------------------
+
+
+async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Routes: /echo (JSON of the request, body length), /stream (chunked), /big?n=."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
+    if path == "/stream":
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        for i in range(int(query.get("n", "5"))):
+            await send({"type": "http.response.body", "body": b"part %d\n" % i, "more_body": True})
+            await asyncio.sleep(0.002)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/big":
+        n = int(query["n"])
+        headers = [(b"content-length", str(n).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        while n > 0:
+            chunk = min(n, 65536)
+            n -= chunk
+            await send({"type": "http.response.body", "body": b"x" * chunk, "more_body": n > 0})
+        return
+    info = {
+        "method": scope["method"],
+        "path": path,
+        "query": scope["query_string"].decode(),
+        "http_version": scope["http_version"],
+        "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+        "body_length": size,
+    }
+    out = json.dumps(info).encode()
+    status = int(query.get("status", "200"))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": out})
+
+
+class HypercornServer:
+    """hypercorn serving :func:`_asgi_app` on 127.0.0.1 port 0 (TLS with ALPN h2 when ``tls``)."""
+
+    def __init__(self, tls: dict[str, bytes] | None = None, tmp: Path | None = None) -> None:
+        from hypercorn.app_wrappers import ASGIWrapper
+        from hypercorn.asyncio.run import worker_serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        config.errorlog = None
+        scheme = "http"
+        if tls is not None:
+            assert tmp is not None
+            (tmp / "cert.pem").write_bytes(tls["cert"])
+            (tmp / "key.pem").write_bytes(tls["key"])
+            config.certfile = str(tmp / "cert.pem")
+            config.keyfile = str(tmp / "key.pem")
+            scheme = "https"
+        sockets = config.create_sockets()
+        sock = (sockets.secure_sockets or sockets.insecure_sockets)[0]
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+        self.loop = asyncio.new_event_loop()
+        self.stopping = asyncio.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(
+                worker_serve(
+                    ASGIWrapper(_asgi_app), config, sockets=sockets, shutdown_trigger=self.stopping.wait
+                )
+            )
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        for _ in range(200):  # until it accepts
+            try:
+                socket.create_connection(sock.getsockname()[:2], timeout=1).close()
+                break
+            except OSError:
+                threading.Event().wait(0.01)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(10)

@@ -18,9 +18,9 @@ from test_http_client_servers import (
 )
 from twisted.internet import ssl
 
+from aleph_tx import http
 from aleph_tx.errors import ProtocolError
-from aleph_tx.http._client import api as http
-from aleph_tx.http._pool import ConnectionPool
+from aleph_tx.http import ConnectionPool
 
 _MATERIAL: dict[str, bytes] = {}
 
@@ -196,20 +196,16 @@ async def test_https_proxy_is_verified_with_the_system_trust(
 ) -> None:
     """``proxy={"protocol": "https"}``: TLS to the proxy, checked against the system's
     trust roots (OpenSSL's SSL_CERT_FILE here), then plain HTTP or a CONNECT tunnel."""
-    from aleph_tx.http import _client_connect
-
     proxy = ThreadProxy(tls=material())
     opts = {"host": "127.0.0.1", "port": proxy.port, "protocol": "https"}
     try:
         # not trusted yet: the handshake with the proxy fails
-        _client_connect._system_creator.cache_clear()
         with pytest.raises(SSL.Error):
             await http.get(web.url + "/echo", proxy=opts, pool=pool)
         assert proxy.seen == []
         ca = tmp_path / "ca.pem"
         ca.write_bytes(material()["ca"])
         monkeypatch.setenv("SSL_CERT_FILE", str(ca))
-        _client_connect._system_creator.cache_clear()
         r = await http.get(web.url + "/echo?via=tls-proxy", proxy=opts, pool=pool, as_="json")
         assert r["body"]["path"] == "/echo"
         assert proxy.seen[-1] == {
@@ -223,7 +219,6 @@ async def test_https_proxy_is_verified_with_the_system_trust(
         assert r["body"]["path"] == "/echo"
         assert proxy.seen[-1]["method"] == "CONNECT"
     finally:
-        _client_connect._system_creator.cache_clear()
         proxy.close()
 
 

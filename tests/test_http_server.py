@@ -15,8 +15,8 @@ from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, c
 from twisted.internet.task import deferLater
 
 from aleph_tx import stream as s
+from aleph_tx._eager import SUPPORTED, EagerServer
 from aleph_tx.http import start_server
-from aleph_tx.http._server.serve import EagerServer, eager_write_supported
 
 TIMEOUT = 10
 
@@ -84,7 +84,7 @@ def test_hello_keep_alive_and_port() -> Generator[Any, Any, None]:
 
 @pytest_twisted.inlineCallbacks
 def test_eager_write_fast_path_taken() -> Generator[Any, Any, None]:
-    assert eager_write_supported()
+    assert SUPPORTED
     slow: list[int] = []
 
     class Counting(tcp.Server):

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from aleph_tx import byte_streams as bs
 from aleph_tx import stream as s
 from aleph_tx.http import start_server
-from aleph_tx.http._server.testing import request
+from aleph_tx.testing import request
 
 STRING_RESPONSE = "String!"
 STREAM_RESPONSE = "Stream!"

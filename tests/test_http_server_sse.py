@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from aleph_tx import stream as s
 from aleph_tx.http import sse
 from aleph_tx.http._ring.sse import format_event
-from aleph_tx.http._server.testing import request
+from aleph_tx.testing import request
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aleph_tx import stream as s
 from aleph_tx.errors import ConnectionLostError
-from aleph_tx.http._server.testing import request
+from aleph_tx.testing import request
 
 
 def echo(req: dict[str, Any]) -> dict[str, Any]:

@@ -776,3 +776,14 @@ def test_connect_into_a_sink_past_its_pending_limit_logs_and_disconnects() -> No
     assert sink.description()["pending_puts"] == s.MAX_PENDING
     assert src.description()["buffer_count"] == 0  # taken, then the edge was dropped
     assert not src.closed
+
+
+def test_connect_description_is_listed_by_the_source() -> None:
+    src, a, b = s.stream(), s.stream(), s.stream()
+    s.connect(src, a, description={"name": "to a"})
+    s.connect(src, b, upstream=True)
+    sinks = src.description()["sinks"]
+    assert sinks[0] == {"name": "to a", "sink": repr(a), "downstream": True, "upstream": False}
+    assert sinks[1]["upstream"] is True and "name" not in sinks[1]
+    with pytest.raises(TypeError):
+        s.connect(src, s.stream(), description="not a dict")  # type: ignore[arg-type]

@@ -5,10 +5,10 @@ for): a put, take or derived operation that can complete fires its Deferred befo
 the call returns.
 """
 
+from aleph_tx.deferred import NOTHING
 from aleph_tx.stream._core import MAX_PENDING, Stream, stream
 from aleph_tx.stream._graph import SplicedStream, connect, drain_into, splice
 from aleph_tx.stream._ops import (
-    NOTHING,
     batch,
     buffer,
     collect,

@@ -523,6 +523,8 @@ class Stream:
             desc["buffer_weight"] = self._weight
         if self._error is not None:
             desc["error"] = self._error
+        if self._downstream is not None:
+            desc["sinks"] = self._downstream.describe()
         extra = self._description
         if extra is not None:
             desc.update(extra() if callable(extra) else extra)

@@ -92,6 +92,7 @@ class _Edge:
     __slots__ = (
         "accepted_cb",
         "active",
+        "description",
         "downstream",
         "node",
         "offer",
@@ -112,8 +113,10 @@ class _Edge:
         on_end: Callable[[], object] | None = None,
         put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None,
         on_error: Callable[[BaseException], object] | None = None,
+        description: dict[str, Any] | None = None,
     ) -> None:
         self.sink = sink
+        self.description = description
         self.on_end = on_end
         self.offer = offer
         self.put_cb = put_cb
@@ -156,6 +159,19 @@ class _Node:
         self.running = False
         self.fast_take = _fast_take(source)
         self.taken_cb = self._taken_cb  # made once: the fast take's callback
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per connected sink: the ``description`` given to ``connect``, plus
+        ``sink`` (its repr), ``downstream`` and ``upstream``."""
+        return [
+            {
+                **(edge.description or {}),
+                "sink": repr(edge.sink),
+                "downstream": edge.downstream,
+                "upstream": edge.upstream,
+            }
+            for edge in self.edges
+        ]
 
     def add(self, edge: _Edge) -> None:
         edge.node = self
@@ -355,9 +371,14 @@ def connect(
     :param upstream: close ``source`` when ``sink`` closes and it has no other open sink.
     :param timeout: a sink that does not accept a message within it is closed and
         disconnected (a slow consumer is cut off, not buffered for).
-    :param description: reserved for introspection (kept for Manifold parity).
+    :param description: a dict describing the connection: the source's
+        ``description()["sinks"]`` lists it (with ``sink``, ``downstream`` and
+        ``upstream``), as Manifold's ``downstream`` introspection does.
     :raises ValueError: for a negative ``timeout``.
+    :raises TypeError: for a ``description`` that is not a dict.
     """
+    if description is not None and not isinstance(description, dict):
+        raise TypeError(f"description must be a dict or None, not {description!r}")
     put_cb = None
     if timeout is None:
         offer: Callable[[Any], Deferred[Any]] = sink.put
@@ -369,7 +390,7 @@ def connect(
             return sink.try_put(msg, timeout, _TIMED_OUT, clock)  # type: ignore[no-any-return]
 
     node = _node(source)
-    node.add(_Edge(sink, offer, downstream, upstream, put_cb=put_cb))
+    node.add(_Edge(sink, offer, downstream, upstream, put_cb=put_cb, description=description))
 
 
 def connect_via(

@@ -31,22 +31,6 @@ from aleph_tx.stream._graph import (
     resolve,
 )
 
-__all__ = [
-    "NOTHING",
-    "batch",
-    "buffer",
-    "collect",
-    "consume",
-    "filter",
-    "from_iterable",
-    "map",
-    "mapcat",
-    "periodically",
-    "reduce",
-    "throttle",
-    "zip",
-]
-
 
 def _then(x: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(x)`` now if ``x`` is a value (or fired Deferred), else chained on it."""

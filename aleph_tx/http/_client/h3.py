@@ -4,107 +4,97 @@
 :class:`H3ClientConnection` once the handshake is done, or fails with
 :class:`~aleph_tx.errors.ConnectionTimeout` past ``connection_timeout`` (name
 resolution plus the QUIC handshake) or :class:`~aleph_tx.errors.ConnectionLostError`.
-Requests are multiplexed on it: :meth:`H3ClientConnection.request` fires with the
-response head as a dict, whose ``body`` is a :class:`~aleph_tx.stream.Stream` of
-``bytes`` with backpressure (while a put into it is pending the stream's receive
-credit is held, so the server stops sending that response; the other streams go
-on). ``ended`` in that dict fires ``None`` once the whole body arrived, or fails
-with :class:`~aleph_tx.errors.ConnectionLostError` if the server reset the stream
-or the connection died (the body stream is then closed short).
 
-Cancelling the request's Deferred, or closing the body stream before its end,
-resets the stream (``H3_REQUEST_CANCELLED``) and stops reading it; the connection
-and its other requests go on. After the server's GOAWAY the connection takes no
-new requests (:attr:`H3ClientConnection.available`).
+The connection is a multiplexed
+:class:`~aleph_tx.http._client.pool.PooledConnection`: each request is an
+:class:`H3ClientStream` (a :class:`~aleph_tx.http._client.body.ResponseHandle`),
+so the pool and the rest of the client treat it as they treat HTTP/1.1 and HTTP/2.
+Backpressure: while a body's reader is full the stream's receive credit is held
+(:mod:`aleph_tx.http._quic.flow`), so the server stops sending that response and
+the other streams go on; request bodies go through the one
+:class:`~aleph_tx._pump.Pump`, paused while the stream's send buffer is full.
+
+Cancelling a request, or closing its body before the end, resets the stream
+(``H3_REQUEST_CANCELLED``, RFC 9114 §4.1.1) and stops reading it; the connection
+and its other requests go on. After the server's GOAWAY (RFC 9114 §5.2), or a
+malformed response, the connection takes no new requests (the pool forgets it)
+and closes once its requests ended; a request it refuses, or that the server
+rejected (``H3_REQUEST_REJECTED``), was not processed and may go on another
+connection whatever its method (``refused``).
+
+:meth:`H3ClientConnection.request` is the same without the pool: it fires with the
+response head as a dict whose ``body`` is a :class:`~aleph_tx.stream.Stream`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import re
+from collections.abc import Hashable
 from typing import Any
 
 from aioquic.h3 import events as h3events
 from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import Receiver
 from aleph_tx._chunks import ChunkSource
 from aleph_tx._pump import Pump
 from aleph_tx._time import arm_timeout, get_clock, get_reactor
 from aleph_tx.errors import ConnectionLostError, ConnectionTimeout, ProtocolError
+from aleph_tx.http._client.altsvc import AltService, parse_alt_svc
+from aleph_tx.http._client.h3stream import EndedStreamer, H3ClientStream, RequestBodySink
+from aleph_tx.http._client.pool import DEFAULT_MAX_RESPONSE_HEADER_SIZE, ClientRequest, PoolEvents
 from aleph_tx.http._quic.config import client_configuration
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint
-from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, CreditProducer, WriterState
-from aleph_tx.http._ring.request import headers_dict
-from aleph_tx.stream import Stream
+from aleph_tx.http._quic.h3 import CONNECTION_FIELDS, H3, BodyWriter, WriterState
 
-__all__ = ["AltService", "H3ClientConnection", "connect_h3", "parse_alt_svc"]
+__all__ = ["AltService", "H3ClientConnection", "H3ClientStream", "connect_h3", "parse_alt_svc"]
 
 #: Request fields that HTTP/3 carries as pseudo-headers or forbids (RFC 9114 §4.2, §4.3.1).
-_DROP_FIELDS = CONNECTION_FIELDS | {b"host", b"te"}
-
-
-class _BodySink:
-    """A Pump's sink for a request body: the stream's BodyWriter."""
-
-    __slots__ = ("writer",)
-
-    def __init__(self, writer: BodyWriter) -> None:
-        self.writer = writer
-
-    def write(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    def pump_done(self) -> None:
-        self.writer.unregisterProducer()
-        self.writer.finish()
-
-    def pump_failed(self, failure: Failure) -> None:
-        self.writer.unregisterProducer()
-        self.writer.abort(ErrorCode.H3_REQUEST_CANCELLED)
-
-
-class _Exchange:
-    """One request stream."""
-
-    __slots__ = ("batch", "body", "ended", "head", "receiver", "response", "writer")
-
-    def __init__(self, response: Deferred[dict[str, Any]]) -> None:
-        self.response = response
-        self.head = False
-        self.body: Stream | None = None
-        self.receiver: Receiver | None = None
-        self.ended: Deferred[None] = Deferred()
-        self.writer: BodyWriter | None = None
-        self.batch: list[bytes] | None = None  # body bytes of this reactor turn
-
-    def flush(self) -> None:
-        batch, self.batch = self.batch, None
-        if batch and self.receiver is not None:
-            self.receiver.write(batch[0] if len(batch) == 1 else b"".join(batch))
+_DROP_FIELDS = CONNECTION_FIELDS | {b"host", b"te", b"content-length"}
 
 
 class H3ClientConnection:
-    """One HTTP/3 connection of the client (a ``ConnectionHandler`` of its QUIC driver).
+    """One HTTP/3 connection of the client (a multiplexed ``PooledConnection`` and the
+    ``ConnectionHandler`` of its QUIC driver).
 
+    :param driver: the QUIC connection.
+    :param udp_port: its own UDP port, stopped when the connection is gone.
+    :param events: the pool (``None``: a connection used on its own).
+    :param key: the pool key.
+    :param max_header_size: the response header block limit (``max_response_header_size``).
     :ivar ready: fires ``None`` once the handshake is done; fails if the connection
         ends first.
     """
 
-    def __init__(self, driver: QuicDriver, udp_port: Any = None) -> None:
+    multiplexed = True
+    protocol = "h3"
+
+    def __init__(
+        self,
+        driver: QuicDriver,
+        udp_port: Any = None,
+        events: PoolEvents | None = None,
+        key: Hashable = None,
+        max_header_size: int = DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+    ) -> None:
         self.driver = driver
         self.h3 = H3(driver.quic)
         self.ready: Deferred[None] = Deferred()
-        self._udp_port = udp_port
-        self._exchanges: dict[int, _Exchange] = {}
-        self._paused: set[BodyWriter] = set()
-        self._batched: list[_Exchange] = []
-        self._closing = False
+        self.events = events
+        self.key = key
+        self.max_header_size = max_header_size
+        self.requests = 0
         self.lost_reason: str | None = None
+        self._udp_port = udp_port
+        self._streams: dict[int, H3ClientStream] = {}
+        self._paused: set[BodyWriter] = set()
+        self._batched: list[H3ClientStream] = []
+        self._closing = False  # takes no new requests: closed once the last one ended
+        self._gone = False  # the pool was told
+        self._closed: list[Deferred[None]] = []
+        self._limit_seen = 0  # the server's stream limit when last looked at
 
     # -- state -----------------------------------------------------------------------------
 
@@ -122,9 +112,91 @@ class H3ClientConnection:
     @property
     def active_requests(self) -> int:
         """Requests whose response has not ended."""
-        return len(self._exchanges)
+        return len(self._streams)
 
-    # -- requests ------------------------------------------------------------------------------
+    # -- PooledConnection --------------------------------------------------------------------
+
+    def can_take(self) -> bool:
+        """Whether a request may start now: available, and a stream ID within the
+        server's ``MAX_STREAMS`` (beyond it a request would wait for credit)."""
+        if not self.available:
+            return False
+        limit = self._stream_limit()
+        if limit is None:
+            return len(self._streams) < 100
+        return self.driver.quic.get_next_available_stream_id() // 4 < limit
+
+    def _stream_limit(self) -> int | None:
+        """How many request streams the server allows so far (``MAX_STREAMS``, RFC 9000
+        §4.6), read from aioquic; ``None`` if this aioquic does not say."""
+        limit = getattr(self.driver.quic, "_remote_max_streams_bidi", None)
+        return limit if isinstance(limit, int) else None
+
+    def in_use(self) -> bool:
+        """Whether a request is in flight."""
+        return bool(self._streams)
+
+    def send(self, request: ClientRequest) -> H3ClientStream:
+        """Start ``request`` on a new stream; its ``head`` fires at the response head.
+
+        On a connection that takes no new requests the stream fails at once with
+        :class:`~aleph_tx.errors.ConnectionLostError`, ``refused`` (nothing was sent).
+        """
+        if not self.available:
+            refused = H3ClientStream(self, -1)
+            refused.retryable = refused.refused = True
+            refused.fail(
+                ConnectionLostError("the HTTP/3 connection takes no new requests: the request was not sent")
+            )
+            return refused
+        self.requests += 1
+        quic = self.driver.quic
+        sid = quic.get_next_available_stream_id()
+        stream = H3ClientStream(self, sid, self.requests > 1)
+        self._streams[sid] = stream
+        fields = [
+            (b":method", request.method),
+            (b":scheme", request.scheme),
+            (b":authority", request.authority),
+            (b":path", request.path or b"/"),
+        ]
+        for name, value in request.headers:
+            name = name.lower()
+            if name not in _DROP_FIELDS:
+                fields.append((name, value))
+        body = request.body
+        if isinstance(body, bytes):
+            if body:
+                fields.append((b"content-length", b"%d" % len(body)))
+        elif body is not None and request.length is not None:
+            fields.append((b"content-length", b"%d" % request.length))
+        self.h3.send_headers(sid, fields, end_stream=not body)
+        if isinstance(body, bytes):
+            if body:
+                self.h3.send_data(sid, body, end_stream=True)
+        elif body is not None:
+            writer = stream.writer = BodyWriter(self, sid, WriterState.STARTED)
+            pump = Pump(body, RequestBodySink(stream, writer, request.length), self.driver.clock)
+            writer.registerProducer(pump, True)
+            pump.start()
+        self.driver.transmit_soon()
+        return stream
+
+    def close(self) -> Deferred[None]:
+        """Take no new requests; close once the ones in flight have ended. Fires once
+        the connection is gone (after QUIC's closing period, RFC 9000 §10.2)."""
+        if self.driver.terminated:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed.append(d)
+        self._retire()
+        return d
+
+    def abort(self) -> None:
+        """Cut the connection now: requests in flight fail."""
+        self.driver.abort(error_code=ErrorCode.H3_NO_ERROR, reason="client closed")
+
+    # -- requests -------------------------------------------------------------------------------
 
     def request(
         self,
@@ -132,7 +204,7 @@ class H3ClientConnection:
         authority: str,
         path: str,
         headers: list[tuple[bytes, bytes]] | None = None,
-        body: bytes | ChunkSource | None = None,
+        body: bytes | bytearray | memoryview | ChunkSource | None = None,
         scheme: str = "https",
     ) -> Deferred[dict[str, Any]]:
         """Send a request; fires with ``{"status", "headers", "body", "ended"}``.
@@ -141,64 +213,92 @@ class H3ClientConnection:
         :param path: the request target (``/path?query``).
         :param headers: ``(name, value)`` fields; connection-specific ones and
             ``host`` are left out (RFC 9114 §4.2).
-        :param body: ``bytes``, or a :class:`~aleph_tx._chunks.ChunkSource` sent with
+        :param body: bytes, or a :class:`~aleph_tx._chunks.ChunkSource` sent with
             backpressure.
         :returns: fails with :class:`~aleph_tx.errors.ConnectionLostError` if the
             connection cannot take the request or is lost before the response head,
             :class:`~aleph_tx.errors.ProtocolError` for a malformed response;
-            cancelling it resets the stream.
+            cancelling it resets the stream. ``body`` is a ``Stream`` read with
+            backpressure (closing it early resets the stream); ``ended`` fires
+            ``None`` once the whole body arrived, or fails with
+            :class:`~aleph_tx.errors.ConnectionLostError`.
         """
-        if not self.available:
-            return fail(ConnectionLostError("the HTTP/3 connection takes no new requests"))
-        quic = self.driver.quic
-        sid = quic.get_next_available_stream_id()
-        fields = [
-            (b":method", method.upper().encode("ascii")),
-            (b":scheme", scheme.encode("ascii")),
-            (b":authority", authority.encode("idna")),
-            (b":path", path.encode("latin-1") or b"/"),
-        ]
-        for name, value in headers or ():
-            name = name.lower()
-            if name not in _DROP_FIELDS:
-                fields.append((name, value))
-        d: Deferred[dict[str, Any]] = Deferred(lambda _: self._cancel(sid))
-        ex = _Exchange(d)
-        self._exchanges[sid] = ex
-        no_body = body is None or body == b""
-        self.h3.send_headers(sid, fields, end_stream=no_body)
-        if isinstance(body, (bytes, bytearray, memoryview)) and body:
-            self.h3.send_data(sid, bytes(body), end_stream=True)
-        elif isinstance(body, ChunkSource):
-            writer = ex.writer = BodyWriter(self, sid, WriterState.STARTED)
-            pump = Pump(body, _BodySink(writer), self.driver.clock)
-            writer.registerProducer(pump, True)
-            pump.start()
-        self.driver.transmit_soon()
-        return d
+        if isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        request = ClientRequest(
+            method.upper().encode("ascii"),
+            scheme.encode("ascii"),
+            authority.encode("idna"),
+            b"",
+            path.encode("latin-1"),
+            list(headers or ()),
+            body or None,
+        )
+        stream = self.send(request)
 
-    def _cancel(self, sid: int) -> None:
-        ex = self._exchanges.pop(sid, None)
-        if ex is None:
+        def with_head(stream: H3ClientStream) -> dict[str, Any]:
+            streamer = EndedStreamer(stream, self.driver.clock)
+            fields: dict[str, str] = {}
+            for name, value in stream.headers:
+                old = fields.get(name)
+                fields[name] = value if old is None else f"{old}, {value}"  # RFC 9110 §5.3
+            return {
+                "status": stream.status,
+                "headers": fields,
+                "body": streamer.stream,
+                "ended": streamer.ended,
+            }
+
+        return stream.head.addCallback(with_head)
+
+    # -- what streams ask of the connection ---------------------------------------------------------
+
+    def batched(self, stream: H3ClientStream) -> None:
+        """``stream`` has body bytes to hand on at the end of this turn."""
+        self._batched.append(stream)
+
+    def flow(self, stream_id: int, flowing: bool) -> None:
+        """Let the stream's receive credit slide (``True``) or hold it."""
+        if self.driver.terminated:
             return
-        self._stop(sid, ex)
-        self._end_body(ex, ConnectionLostError("the request was cancelled"))
+        if flowing:
+            self.driver.quic.flow(stream_id)
+            self.driver.transmit_soon()
+        else:
+            self.driver.quic.hold(stream_id)
 
-    def _stop(self, sid: int, ex: _Exchange) -> None:
-        """Reset our side and stop reading theirs (H3_REQUEST_CANCELLED, RFC 9114 §4.1.1)."""
-        quic = self.driver.quic
-        writer = ex.writer
+    def reset(self, stream: H3ClientStream) -> None:
+        """Reset ``stream`` both ways (``H3_REQUEST_CANCELLED``, RFC 9114 §4.1.1)."""
+        sid = stream.stream_id
+        writer = stream.writer
         if writer is not None:
             self._paused.discard(writer)
             writer.abandon()
-        quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
-        try:
-            quic.stop_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
-        except ValueError:
-            pass
-        quic.hold(sid)
-        self.h3.forget(sid)
-        self.driver.transmit_soon()
+        if sid in self._streams and not self.driver.terminated:
+            quic = self.driver.quic
+            quic.reset_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+            try:
+                quic.stop_stream(sid, ErrorCode.H3_REQUEST_CANCELLED)
+            except ValueError:
+                pass
+            quic.hold(sid)
+            self.h3.forget(sid)
+            self.driver.transmit_soon()
+        self.stream_done(stream)
+
+    def stream_done(self, stream: H3ClientStream) -> None:
+        """``stream`` is over on the wire: its slot is free."""
+        if self._streams.pop(stream.stream_id, None) is None:
+            return
+        writer = stream.writer
+        if writer is not None and writer.state is WriterState.STARTED:
+            # RFC 9114 §4.1.1: a complete response ends the request; stop sending its body
+            self._paused.discard(writer)
+            writer.abort(ErrorCode.H3_NO_ERROR)
+        if self._closing:
+            self._maybe_close()
+        elif self.events is not None and self.available:
+            self.events.connection_reusable(self)
 
     # -- ConnectionHandler ---------------------------------------------------------------------
 
@@ -209,7 +309,7 @@ class H3ClientConnection:
             if not self.ready.called:
                 self.ready.callback(None)
         elif kind is qevents.StreamReset:
-            self._stream_lost(event.stream_id, "the server reset the stream")  # type: ignore[attr-defined]
+            self._reset_by_peer(event.stream_id, event.error_code)  # type: ignore[attr-defined]
         elif kind is qevents.StopSendingReceived:
             self._stop_sending(event.stream_id)  # type: ignore[attr-defined]
         for h3event in self.h3.handle_event(event):
@@ -218,52 +318,74 @@ class H3ClientConnection:
                 self._data(h3event)  # type: ignore[arg-type]
             elif h3kind is h3events.HeadersReceived:
                 self._headers(h3event)  # type: ignore[arg-type]
+        if self.h3.goaway_received and not self._closing:
+            self._retire()  # RFC 9114 §5.2: no new requests here
 
     def connection_terminated(self, event: qevents.ConnectionTerminated) -> None:
-        """Every open request fails; the UDP port is released."""
+        """Every open request fails; the pool forgets the connection; the UDP port is released."""
         reason = event.reason_phrase or f"error code {event.error_code:#x}"
         self.lost_reason = f"the HTTP/3 connection was closed ({reason})"
         if not self.ready.called:
             self.ready.errback(ConnectionLostError(self.lost_reason))
-        exchanges, self._exchanges = self._exchanges, {}
+        self._tell_gone()
+        streams, self._streams = self._streams, {}
         self._paused.clear()
-        for ex in exchanges.values():
-            if ex.writer is not None:
-                ex.writer.lost()
-            self._fail(ex, self.lost_reason)
+        self._batched = []
+        for stream in streams.values():
+            if stream.writer is not None:
+                stream.writer.lost()
+            # a reused connection closed before any byte of the response: maybe the
+            # peer's idle close crossed our request (retried for idempotent methods only)
+            stream.retryable = stream.reused and not stream.status
+            stream.fail(ConnectionLostError(self.lost_reason))
         if self._udp_port is not None:
             port, self._udp_port = self._udp_port, None
             port.stopListening()
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
 
     def transmitting(self) -> None:
-        """Put the body bytes received this turn into the body streams (one put per
-        stream and turn, not one per QUIC packet)."""
+        """Hand on the body bytes received this turn (one piece per stream and turn,
+        not one per QUIC packet)."""
         if self._batched:
             batched, self._batched = self._batched, []
-            for ex in batched:
-                ex.flush()
+            for stream in batched:
+                stream.flush()
 
     def transmitted(self) -> None:
-        """Resume the request-body producers whose streams have room again."""
+        """Resume the request-body producers whose streams have room again; tell the
+        pool when the server allowed more streams (requests may be waiting for one)."""
         if self._paused:
             for writer in list(self._paused):
                 if not writer.check_room():
                     self._paused.discard(writer)
+        if not self._closing and getattr(self.driver.quic, "_close_event", None) is not None:
+            # CONNECTION_CLOSE sent or received: QUIC ends the connection after its
+            # closing or draining period (RFC 9000 §10.2), and takes nothing new now
+            self._retire()
+            return
+        limit = self._stream_limit()
+        if limit is not None and limit > self._limit_seen:
+            self._limit_seen = limit
+            if self.events is not None and self.available:
+                self.events.connection_reusable(self)
 
     # -- responses ----------------------------------------------------------------------------------
 
     def _headers(self, event: h3events.HeadersReceived) -> None:
         sid = event.stream_id
-        ex = self._exchanges.get(sid)
-        if ex is None:
+        stream = self._streams.get(sid)
+        if stream is None:
             return
-        if ex.head:
+        if stream.status:
             # trailers (RFC 9114 §4.1): not passed on; they may end the body
             if event.stream_ended:
-                self._finished(sid, ex)
+                stream.end()
             return
         status = -1
-        fields: list[tuple[bytes, bytes]] = []
+        fields: list[tuple[str, str]] = []
+        size = 0
         for name, value in event.headers:
             if name == b":status":
                 try:
@@ -271,98 +393,57 @@ class H3ClientConnection:
                 except ValueError:
                     status = -1
             elif name[:1] != b":":
-                fields.append((name, value))
+                size += len(name) + len(value) + 4  # as "name: value\r\n" (RFC 9112 §5)
+                fields.append((name.decode("latin-1"), value.decode("latin-1")))
         if not 100 <= status <= 999:
-            self._exchanges.pop(sid, None)
-            self._stop(sid, ex)
-            ex.response.errback(ProtocolError(f"malformed HTTP/3 response status on stream {sid}"))
-            return
-        if status < 200:
-            return  # interim response (RFC 9114 §4.1)
-        ex.head = True
-        body = ex.body = Stream()
-        if event.stream_ended:
-            body.close()
-        else:
-            ex.receiver = Receiver(body.put, body.close, CreditProducer(self.driver, sid))
-            self.driver.quic.flow(sid)
-            body.on_closed(lambda: self._body_closed(sid))
-        response = {"status": status, "headers": headers_dict(fields), "body": body, "ended": ex.ended}
-        if event.stream_ended:
-            self._finished(sid, ex)
-        ex.response.callback(response)
+            self._malformed(stream, ProtocolError(f"malformed HTTP/3 response status on stream {sid}"))
+        elif size > self.max_header_size:
+            self._malformed(
+                stream,
+                ProtocolError(
+                    f"response header block larger than max_response_header_size={self.max_header_size}"
+                ),
+            )
+        elif status >= 200:
+            stream.got_head(status, fields, event.stream_ended)
+        # else: an interim response (RFC 9114 §4.1)
+
+    def _malformed(self, stream: H3ClientStream, error: ProtocolError) -> None:
+        """A malformed response: the request fails; the connection is not reused."""
+        self._retire()
+        stream.abort(error)
 
     def _data(self, event: h3events.DataReceived) -> None:
-        sid = event.stream_id
-        ex = self._exchanges.get(sid)
-        if ex is None or ex.receiver is None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None or not stream.status:
             return
-        data = event.data
-        if data:
-            if ex.batch is None:
-                ex.batch = [data]
-                self._batched.append(ex)
-            else:
-                ex.batch.append(data)
+        if event.data:
+            stream.got_data(event.data)
         if event.stream_ended:
-            self._finished(sid, ex)
-
-    def _finished(self, sid: int, ex: _Exchange) -> None:
-        """The response body arrived whole."""
-        self._exchanges.pop(sid, None)
-        writer = ex.writer
-        if writer is not None and writer.state is WriterState.STARTED:
-            # RFC 9114 §4.1.1: a complete response ends the request; stop sending its body
-            self._paused.discard(writer)
-            writer.abort(ErrorCode.H3_NO_ERROR)
-        ex.flush()
-        receiver, ex.receiver = ex.receiver, None
-        if receiver is not None:
-            receiver.finish()
-        if not ex.ended.called:
-            ex.ended.callback(None)
-        self._maybe_close()
-
-    def _body_closed(self, sid: int) -> None:
-        ex = self._exchanges.get(sid)
-        if ex is not None and ex.receiver is not None and not ex.receiver.finished:
-            # the user closed the body before its end: stop the stream
-            self._exchanges.pop(sid, None)
-            ex.receiver = None
-            self._stop(sid, ex)
-            self._end_body(ex, ConnectionLostError("the response body was closed before its end"))
+            stream.end()
 
     def _stop_sending(self, sid: int) -> None:
         """The server wants no more of the request body (RFC 9114 §4.1.1): the
         response may still come whole (an early 413, say)."""
-        ex = self._exchanges.get(sid)
-        if ex is not None and ex.writer is not None:
-            self._paused.discard(ex.writer)
-            ex.writer.abandon()
+        stream = self._streams.get(sid)
+        if stream is not None and stream.writer is not None:
+            self._paused.discard(stream.writer)
+            stream.writer.abandon()
 
-    def _stream_lost(self, sid: int, why: str) -> None:
-        ex = self._exchanges.pop(sid, None)
-        if ex is None:
+    def _reset_by_peer(self, sid: int, code: int) -> None:
+        stream = self._streams.get(sid)
+        if stream is None:
             return
-        if ex.writer is not None:
-            self._paused.discard(ex.writer)
-            ex.writer.lost()
+        if stream.writer is not None:
+            self._paused.discard(stream.writer)
+            stream.writer.lost()
         self.h3.forget(sid)
-        self._fail(ex, why)
-        self._maybe_close()
-
-    def _fail(self, ex: _Exchange, why: str) -> None:
-        if not ex.response.called:
-            ex.response.errback(ConnectionLostError(why))
+        if code == ErrorCode.H3_REQUEST_REJECTED and not stream.status:
+            # RFC 9114 §4.1.1: not processed; safe to send again, whatever the method
+            stream.retryable = stream.refused = True
+            stream.fail(ConnectionLostError("the server rejected the request (H3_REQUEST_REJECTED)"))
         else:
-            self._end_body(ex, ConnectionLostError(why))
-
-    def _end_body(self, ex: _Exchange, error: Exception) -> None:
-        receiver, ex.receiver = ex.receiver, None
-        if receiver is not None and ex.body is not None:
-            ex.body._drop()
-        if not ex.ended.called:
-            ex.ended.errback(error)
+            stream.fail(ConnectionLostError(f"the server reset the stream (error code {code:#x})"))
 
     # -- WriterOwner --------------------------------------------------------------------------------
 
@@ -373,75 +454,28 @@ class H3ClientConnection:
     def writer_done(self, writer: BodyWriter) -> None:
         """A request body was sent (or reset)."""
         self._paused.discard(writer)
-        ex = self._exchanges.get(writer.stream_id)
-        if ex is not None and writer.state is WriterState.ABORTED:
-            self._exchanges.pop(writer.stream_id, None)
-            self._stop(writer.stream_id, ex)
-            self._fail(ex, "the request body failed")
 
     # -- closing ------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Take no new requests; close once the ones in flight have ended."""
+    def _retire(self) -> None:
+        """Take no new requests (GOAWAY, a malformed response, ``close``): the pool
+        forgets the connection, which closes once its requests ended."""
         self._closing = True
+        self._tell_gone()
         self._maybe_close()
 
-    def abort(self) -> None:
-        """Cut the connection now: requests in flight fail."""
-        self.driver.abort(error_code=ErrorCode.H3_NO_ERROR, reason="client closed")
+    def _tell_gone(self) -> None:
+        if not self._gone:
+            self._gone = True
+            if self.events is not None:
+                self.events.connection_gone(self)
 
     def _maybe_close(self) -> None:
-        if self._closing and not self._exchanges and not self.driver.terminated:
+        if self._closing and not self._streams and not self.driver.terminated:
             self.driver.close(error_code=ErrorCode.H3_NO_ERROR, reason="client closed")
 
     def __repr__(self) -> str:
-        return f"<H3ClientConnection {self.driver!r} requests={len(self._exchanges)}>"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AltService:
-    """One HTTP/3 alternative of an ``alt-svc`` field (RFC 7838 §3).
-
-    :ivar host: the alternative host (``""``: the origin's own host).
-    :ivar port: its UDP port.
-    :ivar max_age: seconds it may be remembered (``ma``, default 86400).
-    """
-
-    host: str
-    port: int
-    max_age: int = 86400
-
-
-_ALT_SVC = re.compile(
-    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)="([^"]*)"((?:\s*;\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+=(?:"[^"]*"|[^,;\s]*))*)\s*(?:,|$)"""
-)
-_PARAM = re.compile(r"""\s*;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)=(?:"([^"]*)"|([^,;\s]*))""")
-
-
-def parse_alt_svc(value: str) -> list[AltService] | None:
-    """The ``h3`` alternatives an ``alt-svc`` response field offers, in its order.
-
-    :returns: ``None`` for ``clear`` (forget the alternatives of this origin, RFC 7838
-        §3); otherwise the ``h3`` entries (other protocols, such as ``h3-29`` or
-        ``h2``, and malformed entries are skipped).
-    """
-    if value.strip() == "clear":
-        return None
-    found: list[AltService] = []
-    for match in _ALT_SVC.finditer(value):
-        protocol, authority, params = match.groups()
-        if protocol != "h3":
-            continue
-        host, sep, port_text = authority.rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            continue
-        max_age = 86400
-        for name, quoted, plain in _PARAM.findall(params):
-            text = quoted if quoted else plain
-            if name == "ma" and text.isdigit():
-                max_age = int(text)
-        found.append(AltService(host.strip("[]"), int(port_text), max_age))
-    return found
+        return f"<H3ClientConnection {self.driver!r} requests={len(self._streams)}>"
 
 
 def _is_ip(host: str) -> int:
@@ -460,12 +494,16 @@ def connect_h3(
     connection_timeout: float | None = None,
     reactor: Any = None,
     clock: Any = None,
+    max_header_size: int = DEFAULT_MAX_RESPONSE_HEADER_SIZE,
 ) -> Deferred[H3ClientConnection]:
     """Open an HTTP/3 connection to ``host:port``.
 
     :param server_name: for SNI and certificate checks (default ``host``).
     :param ssl_context: ``None`` (certifi's CAs) or :func:`aleph_tx.tls.client_context`.
     :param connection_timeout: seconds for name resolution plus the QUIC handshake.
+    :param reactor: for the UDP port, name resolution and QUIC's own timers.
+    :param clock: for ``connection_timeout`` only (``None``: ``reactor``).
+    :param max_header_size: the response header block limit.
     :returns: fires with the connection once its handshake is done; fails with
         :class:`~aleph_tx.errors.ConnectionTimeout` or
         :class:`~aleph_tx.errors.ConnectionLostError`; cancelling it aborts the attempt.
@@ -475,7 +513,6 @@ def connect_h3(
     except (TypeError, ValueError) as e:
         return fail(e)
     reactor = get_reactor(reactor)
-    clock = get_clock(clock or reactor)
     state: dict[str, Any] = {}
 
     def abort_attempt() -> None:
@@ -483,22 +520,30 @@ def connect_h3(
         if conn is not None:
             conn.driver.abort(reason="connection attempt abandoned")  # releases its UDP port
 
-    result: Deferred[H3ClientConnection] = Deferred(lambda _: abort_attempt())
+    def cancel(d: Deferred[H3ClientConnection]) -> None:
+        d.errback(CancelledError())
+        abort_attempt()
+
+    result: Deferred[H3ClientConnection] = Deferred(cancel)
 
     def expire() -> None:
         if not result.called:
-            result.errback(ConnectionTimeout(f"HTTP/3 connection to {host}:{port} timed out"))
+            result.errback(
+                ConnectionTimeout(
+                    f"the QUIC handshake with {host}:{port} took longer than connection_timeout={connection_timeout!r}"
+                )
+            )
             abort_attempt()
 
-    arm_timeout(result, connection_timeout, expire, clock)
+    arm_timeout(result, connection_timeout, expire, get_clock(clock or reactor))
 
     def start(address: str) -> None:
         if result.called:
             return
-        endpoint = QuicEndpoint(config, None, clock=clock)
+        endpoint = QuicEndpoint(config, None, clock=reactor)
         udp = reactor.listenUDP(0, endpoint, interface="::" if _is_ip(address) == 6 else "")
         driver = endpoint.connect((address, port))
-        conn = state["conn"] = H3ClientConnection(driver, udp)
+        conn = state["conn"] = H3ClientConnection(driver, udp, max_header_size=max_header_size)
         driver.handler = conn
         conn.ready.addCallbacks(lambda _: None if result.called else result.callback(conn), failed)
 

@@ -43,13 +43,14 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from aleph_tx._once import Once
 from aleph_tx._time import Timer, get_clock, get_reactor
 from aleph_tx.http._quic.flow import FlowControlledConnection
 
@@ -249,7 +250,7 @@ class QuicEndpoint(DatagramProtocol):
         self.clock = get_clock(clock)
         self._cids: dict[bytes, QuicDriver] = {}
         self.drivers: set[QuicDriver] = set()
-        self._idle_waiters: list[Deferred[None]] = []
+        self._idle = Once()  # fired when the last connection goes, once not accepting
         self._sendto: Callable[[bytes, Address], object] | None = None
 
     # -- transport -------------------------------------------------------------------
@@ -397,24 +398,20 @@ class QuicEndpoint(DatagramProtocol):
                 del self._cids[cid]
         driver.cids.clear()
         self.drivers.discard(driver)
-        if not self.drivers and self._idle_waiters:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for d in waiters:
-                d.callback(None)
+        if not self.drivers and not self.accepting:
+            self._idle.fire()
 
     # -- stopping ----------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
         """Refuse new connections (datagrams for them are dropped); open ones go on."""
         self.accepting = False
+        if not self.drivers:
+            self._idle.fire()
 
     def wait_idle(self) -> Deferred[None]:
-        """Fires once no connection is open (at once if none is)."""
-        if not self.drivers:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle_waiters.append(d)
-        return d
+        """Once not accepting: fires when no connection is open (at once if none is)."""
+        return self._idle.wait()
 
 
 @implementer(IListeningPort)
@@ -429,24 +426,19 @@ class QuicPort:
         self.udp_port = udp_port
         self.endpoint = endpoint
         self.tracker: Any = None  # what new connections report to (a Server), if any
-        self._stopped = False
-        self._waiters: list[Deferred[None]] | None = None
+        self._stopping = False
+        self._stopped = Once()
 
     def startListening(self) -> None:  # noqa: N802 - Twisted's name
         """Already listening (bound by :func:`listen_quic`)."""
 
     def stopListening(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         """Stop accepting; fires once every open connection is gone and the socket closed."""
-        if self._stopped:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        if self._waiters is None:
-            self._waiters = [d]
+        if not self._stopping:
+            self._stopping = True
             self.endpoint.stop_accepting()
             self.endpoint.wait_idle().addCallback(self._idle)
-        else:
-            self._waiters.append(d)
-        return d
+        return self._stopped.wait()
 
     def _idle(self, _: object) -> None:
         stopping = self.udp_port.stopListening()
@@ -456,10 +448,7 @@ class QuicPort:
             self._stopped_now(None)
 
     def _stopped_now(self, _: object) -> None:
-        self._stopped = True
-        waiters, self._waiters = self._waiters or [], []
-        for d in waiters:
-            d.callback(None)
+        self._stopped.fire()
 
     def getHost(self) -> Any:  # noqa: N802 - Twisted's name
         """The UDP address the port is bound to."""

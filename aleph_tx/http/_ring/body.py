@@ -16,38 +16,15 @@ from __future__ import annotations
 import inspect
 import os
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from aleph_tx._chunks import ChunkSource, SourceKind, to_chunk
+from aleph_tx._chunks import ChunkSource, SourceKind, closer, file_chunks, path_chunks
 
 __all__ = ["CHUNK_SIZE", "coerce_body"]
 
 #: Read size for files and paths: 64 KiB, Twisted's socket read size too.
 CHUNK_SIZE = 65536
-
-
-def _read_file(f: Any, chunk_size: int) -> Iterator[bytes]:
-    while True:
-        data = f.read(chunk_size)
-        if not data:
-            return
-        yield to_chunk(data)
-
-
-def _path_chunks(path: pathlib.Path, box: list[Any], chunk_size: int) -> Generator[bytes, None, None]:
-    with open(path, "rb") as f:
-        box.append(f)
-        yield from _read_file(f, chunk_size)
-
-
-def _close_quietly(obj: Any) -> Callable[[], None]:
-    def close() -> None:
-        closer = getattr(obj, "close", None)
-        if closer is not None:
-            closer()
-
-    return close
 
 
 def _aclose(obj: Any) -> Callable[[], None]:
@@ -98,21 +75,14 @@ def coerce_body(body: Any, chunk_size: int = CHUNK_SIZE) -> bytes | ChunkSource 
         size = os.stat(path).st_size
         if not path.is_file():
             raise ValueError(f"a pathlib.Path body must be a regular file, not {body!r}")
-        box: list[Any] = []
-
-        def close_path() -> None:
-            gen.close()  # a generator
-            for f in box:
-                f.close()
-
-        gen: Generator[bytes, None, None] = _path_chunks(path, box, chunk_size)
-        return ChunkSource(SourceKind.ITERATOR, gen, size, close_path)
+        chunks = path_chunks(path, chunk_size)
+        return ChunkSource(SourceKind.ITERATOR, chunks, size, closer(chunks))  # closing it closes the file
     if hasattr(body, "read"):
-        return ChunkSource(SourceKind.ITERATOR, _read_file(body, chunk_size), None, _close_quietly(body))
+        return ChunkSource(SourceKind.ITERATOR, file_chunks(body, chunk_size, "utf-8"), None, closer(body))
     if hasattr(body, "__aiter__"):
         iterator: AsyncIterator[Any] = body.__aiter__()
         return ChunkSource(SourceKind.ASYNC_ITERATOR, iterator, None, _aclose(iterator))
     if isinstance(body, (dict, set, frozenset)) or not hasattr(body, "__iter__"):
         raise TypeError(f"unsupported response body {body!r}")
     it = iter(body)
-    return ChunkSource(SourceKind.ITERATOR, it, None, _close_quietly(it))
+    return ChunkSource(SourceKind.ITERATOR, it, None, closer(it))

@@ -17,9 +17,15 @@ from twisted.web import server
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
+from aleph_tx._time import Deadline
+
 __all__ = ["ALPNFactory", "H2Server"]
 
 _log = Logger()
+
+#: Seconds an HTTP/2 connection closed for a timeout (GOAWAY sent) may linger before
+#: it is cut (twisted.web's default: 15).
+H2_ABORT_TIMEOUT = 5
 
 #: HTTP/2 connection-level receive window: a paused stream holds at most its own
 #: (64 KiB) window of it, so 256 paused streams are needed to stall a connection.
@@ -34,7 +40,22 @@ class H2Server(H2Connection):
     is sent, then fails on the request's later DATA or END_STREAM (``KeyError``, the
     connection dropped). Those frames are acknowledged (the connection window stays
     open) and dropped instead.
+
+    :ivar head_timer: ``header_timeout`` (a :class:`~aleph_tx._time.Deadline`): runs
+        while no stream is open, stopped by a request's headers.
     """
+
+    head_timer: Deadline | None = None
+
+    def _requestReceived(self, event: Any) -> None:  # noqa: N802 - twisted.web's name
+        if self.head_timer is not None:
+            self.head_timer.stop()
+        super()._requestReceived(event)  # type: ignore[no-untyped-call]
+
+    def _requestDone(self, streamID: int) -> None:  # noqa: N802, N803 - twisted.web's names
+        super()._requestDone(streamID)  # type: ignore[no-untyped-call]
+        if not self.streams and self.head_timer is not None:
+            self.head_timer.start()
 
     def _requestDataReceived(self, event: Any) -> None:  # noqa: N802 - twisted.web's name
         if event.stream_id in self.streams:
@@ -68,6 +89,20 @@ class _ALPNDispatcher(Protocol):
         self._buffer: list[bytes] = []
         self._real: Any = None
         self._tracked = False
+        runner = factory.h1.runner
+        # header_timeout bounds the TLS handshake too, and on HTTP/2 the wait for a
+        # request while no stream is open (an idle connection)
+        self._head_timer = Deadline(runner.options.header_timeout, self._head_timeout, runner.clock)
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        """The TCP connection is up: the handshake must complete within ``header_timeout``."""
+        self._head_timer.start()
+
+    def _head_timeout(self) -> None:
+        if self._real is None:
+            self.transport.abortConnection()  # no handshake in time
+        else:
+            self._real.timeoutConnection()  # HTTP/2, idle: GOAWAY, close (abort if it lingers)
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted's name
         """Build the real protocol for the negotiated ALPN name."""
@@ -76,11 +111,13 @@ class _ALPNDispatcher(Protocol):
         real: Any
         if negotiated == b"h2":
             real = self._h2()
+            real.head_timer = self._head_timer
             server = self.factory.h1.server
             if server is not None:
                 self._tracked = True
                 server.track(self)
         else:
+            self._head_timer.cancel()  # the HTTP/1.1 protocol has its own
             real = self.factory.h1.buildProtocol(self.addr)
             if hasattr(transport, "wrappedProtocol"):
                 transport.wrappedProtocol = real
@@ -100,6 +137,8 @@ class _ALPNDispatcher(Protocol):
         conn.site = site
         conn.factory = site
         conn.timeOut = site.timeOut
+        conn.callLater = self.factory.reactor.callLater  # its timers on the server's reactor
+        conn.abortTimeout = H2_ABORT_TIMEOUT
         return conn
 
     def _widen_window(self, conn: Any) -> None:
@@ -124,6 +163,7 @@ class _ALPNDispatcher(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
         """Forward; stop being tracked."""
+        self._head_timer.cancel()
         try:
             if self._real is not None:
                 self._real.connectionLost(reason)

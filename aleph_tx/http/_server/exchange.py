@@ -164,14 +164,11 @@ class Exchange:
     # -- the handler -------------------------------------------------------------
 
     def run(self) -> None:
-        """Call the handler (after ``continue_handler`` when the client expects 100)."""
+        """Call the handler (after ``continue_handler`` when the client expects 100);
+        answer with what it returns."""
         if self.expect:
             self._ask_continue()
-        else:
-            self._call()
-
-    def _call(self) -> None:
-        """Call the handler; answer with what it returns."""
+            return
         runner = self.runner
         try:
             result = runner.call(self.req) if runner.threaded else runner.handler(self.req)
@@ -206,7 +203,8 @@ class Exchange:
             self.respond(decision)
         elif decision:
             self.sink.send_continue(self)
-            self._call()
+            self.expect = False
+            self.run()
         else:
             self.refuse_body()
             self.error(417)

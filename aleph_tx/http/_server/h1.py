@@ -388,7 +388,13 @@ class HTTP11Protocol(Protocol):
         self, ex: Any, status: int, lines: list[bytes], seen: dict[str, str], body: bytes
     ) -> None:
         """Write the whole response at once."""
-        keep = self._keep(ex)
+        keep = (
+            ex.keep_alive
+            and ex.body_done
+            and not self._closing
+            and not ex.upgrade
+            and (self.state is ConnState.OPEN or self.state is ConnState.BROKEN)
+        )
         if self._idle_on:
             self._idle.start()
         self.transport.write(whole_response(status, lines, seen, body, keep, ex.head, ex.version10))

@@ -1,22 +1,14 @@
-"""``start_server`` and the eager write path (docs/internals.rst, "The eager write path").
-
-Twisted's ``tcp.Connection.write`` always buffers and registers the socket for
-writability: two ``epoll_ctl`` calls per response. :class:`EagerServer` sends at
-once when nothing is queued (what asyncio transports do) and falls back to
-Twisted's path on a partial send, when data is queued, under old-style TLS, or
-with a non-streaming producer. It is installed per listening port, below any
-TLS layer (``TLSMemoryBIOProtocol`` writes ciphertext through it), never from a
-protocol through ``transport.socket`` (that would send plaintext under TLS).
-"""
+"""``start_server``: the HTTP/1.1 front, the HTTP/2 front on the same TLS port, HTTP/3
+beside it, each listening port with the eager write path (:mod:`aleph_tx._eager`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.logger import Logger
 
+from aleph_tx._eager import install_eager
 from aleph_tx._server import Server
 from aleph_tx._server import listen as _listen
 from aleph_tx._time import get_reactor
@@ -24,93 +16,9 @@ from aleph_tx.http._ring.limits import check_versions_tls, is_tls_listen, make_o
 from aleph_tx.http._server.exchange import Runner
 from aleph_tx.http._server.h1 import HTTPFactory
 
-__all__ = ["EagerServer", "eager_write_supported", "install_eager", "start_server"]
+__all__ = ["start_server"]
 
 _log = Logger()
-
-# Private attributes of twisted.internet.abstract.FileDescriptor / tcp.Server the
-# eager path reads; checked at start-up (Twisted 26.x).
-_REQUIRED = (
-    "_tempDataLen",
-    "dataBuffer",
-    "TLS",
-    "connected",
-    "disconnecting",
-    "_writeDisconnecting",
-    "_writeDisconnected",
-    "producer",
-    "streamingProducer",
-)
-
-
-class EagerServer(tcp.Server):
-    """A ``tcp.Server`` whose ``write`` sends at once when nothing is queued.
-
-    It also reads up to 256 KiB per ``recv`` (Twisted's default is 64 KiB; asyncio
-    reads 256 KiB): a 10 MiB upload measured 654 → 850 MB/s. ``bufferSize`` is
-    also the send-buffer size past which a streaming producer is paused.
-    """
-
-    bufferSize = 262144  # noqa: N815 - Twisted's name
-
-    def write(self, data: bytes) -> None:
-        """Send now if the socket takes it all; queue the rest the Twisted way."""
-        if (
-            data
-            and type(data) is bytes
-            and not self._tempDataLen
-            and not self.dataBuffer
-            and not self.TLS
-            and self.connected
-            and not self.disconnecting
-            and not self._writeDisconnecting
-            and not self._writeDisconnected
-            and (self.producer is None or self.streamingProducer)
-        ):
-            try:
-                n = self.socket.send(data)
-            except OSError:  # EAGAIN: queue; EPIPE/ECONNRESET: Twisted's path closes it
-                n = 0
-            if n == len(data):
-                return
-            data = data[n:]
-        super().write(data)  # type: ignore[no-untyped-call]
-
-    def writeSequence(self, iovec: Sequence[bytes]) -> None:  # type: ignore[override]  # noqa: N802
-        """One ``write`` of the joined pieces."""
-        self.write(b"".join(iovec))
-
-
-def eager_write_supported() -> bool:
-    """The start-up self-check: does this Twisted have what :class:`EagerServer` reads?"""
-    try:
-        probe = tcp.Server.__new__(tcp.Server)
-        from twisted.internet import abstract
-
-        abstract.FileDescriptor.__init__(probe)
-        return all(hasattr(probe, name) for name in _REQUIRED) and hasattr(tcp.Port, "transport")
-    except Exception:
-        return False
-
-
-_EAGER_OK: bool | None = None
-
-
-def install_eager(port: Any, server_class: type[tcp.Server] = EagerServer) -> bool:
-    """Make the listening ``port`` build ``server_class`` transports (``tcp.Port`` only).
-
-    :returns: whether it was installed (``False`` for other port kinds, or when the
-        self-check fails: then the plain Twisted write path is used).
-    """
-    global _EAGER_OK
-    if _EAGER_OK is None:
-        _EAGER_OK = eager_write_supported()
-        if not _EAGER_OK:
-            _log.warn("eager writes disabled: this Twisted lacks the attributes they need")
-    if not _EAGER_OK or type(port) is not tcp.Port or port.transport is not tcp.Server:
-        return False
-    port.transport = server_class
-    return True
 
 
 def start_server(
@@ -156,7 +64,7 @@ def start_server(
         from aleph_tx.http._server.web import make_site, resource_for
 
         site = make_site(resource_for(runner), opts.max_request_body_size, opts.idle_timeout)
-        site.aleph_reactor = reactor  # type: ignore[attr-defined]
+        site.aleph_reactor = reactor
         top = ALPNFactory(factory, site, reactor)
     tls: list[Any] = []
     ports = _listen(

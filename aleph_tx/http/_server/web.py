@@ -42,7 +42,15 @@ from aleph_tx.http._ring.response import NO_BODY_STATUSES
 from aleph_tx.http._server.exchange import Exchange, Runner, UpgradeRequest
 from aleph_tx.stream import Stream
 
-__all__ = ["AlephResource", "StreamingRequest", "WebSink", "check_web_options", "make_site", "to_resource"]
+__all__ = [
+    "AlephResource",
+    "StreamingRequest",
+    "StreamingSite",
+    "WebSink",
+    "check_web_options",
+    "make_site",
+    "to_resource",
+]
 
 _BODY_BUFFER = 65536
 
@@ -442,16 +450,30 @@ def resource_for(runner: Runner) -> AlephResource:
     return AlephResource(runner)
 
 
+class StreamingSite(server.Site):
+    """A ``Site`` whose requests stream their bodies (:class:`StreamingRequest`), without
+    twisted.web's access log (a formatted line per request: a quarter of its throughput).
+
+    :ivar aleph_max_body: ``max_request_body_size`` of its requests (``None``: no limit).
+    :ivar aleph_reactor: the reactor of the server it serves (``None``: the global one).
+    """
+
+    aleph_max_body: int | None = None
+    aleph_reactor: Any = None
+
+    def log(self, request: Any) -> None:
+        """No access log line."""
+
+
 def make_site(
     root: resource.IResource, max_request_body_size: int | None = None, idle_timeout: float | None = None
-) -> server.Site:
+) -> StreamingSite:
     """A ``Site`` that streams request bodies into :func:`to_resource` handlers, access log off.
 
     :param idle_timeout: twisted.web's connection timeout (``None``: twisted.web's default).
     """
-    site = server.Site(root, requestFactory=StreamingRequest)
-    site.aleph_max_body = max_request_body_size  # type: ignore[attr-defined]
+    site = StreamingSite(root, requestFactory=StreamingRequest)  # type: ignore[no-untyped-call]
+    site.aleph_max_body = max_request_body_size
     if idle_timeout is not None:
         site.timeOut = idle_timeout
-    site.log = lambda request: None  # type: ignore[method-assign]
     return site

@@ -59,6 +59,10 @@ __all__ = [
 
 _log = Logger()
 
+#: seconds the peer has to answer our close frame (RFC 6455 §7.1.1) before the TCP
+#: connection is cut (close code 1006)
+CLOSE_HANDSHAKE_TIMEOUT = 10
+
 #: close codes recorded in ``description()`` (RFC 6455 §7.4.1)
 NO_STATUS = 1005
 ABNORMAL = 1006
@@ -152,6 +156,11 @@ class _StreamGlue:
         self.autoFragmentSize = frame
         self.failByDrop = False  # else an oversize message drops TCP: 1006, not 1009
         self.echoCloseCodeReason = True  # else a peer's 4001 is answered with 1000
+        # After our close frame, how long the peer has to answer before the TCP
+        # connection is cut. autobahn's 1 s is shorter than a slow (or busy) reader
+        # needs to read what was sent before the close frame: cutting then (an RST)
+        # loses it. The peer's answer comes once it has read everything before it.
+        self.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
         self.autoPingInterval = 0  # heartbeats are ours (on a clock)
         self.autoPingTimeout = 0
         self.trackTimings = False

@@ -9,18 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import Request, ResponseDone
-from twisted.web.http_headers import Headers
 
 from aleph_tx.errors import PoolTimeout, ProtocolError
-from aleph_tx.http._pool import ConnectionPool, ConnState, _ClientProtocol, connection_pool, default_pool
+from aleph_tx.http._client.body import BodyCollector
+from aleph_tx.http._client.connection import ConnState, HTTP11ClientConnection
+from aleph_tx.http._client.pool import ClientRequest, ConnectionPool, connection_pool, default_pool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -36,51 +35,46 @@ class AbortableTransport(StringTransport):
 
 
 class FakeConnector:
-    """``connect(factory)``: records the attempt; the test completes or fails it."""
+    """``connect(events)``: records the attempt; the test completes or fails it."""
+
+    key = "a"  # the key of the next attempts
 
     def __init__(self) -> None:
-        self.attempts: list[tuple[Any, Deferred[_ClientProtocol]]] = []
+        self.attempts: list[tuple[Any, Deferred[Any], str]] = []
 
-    def __call__(self, factory: Any) -> Deferred[_ClientProtocol]:
-        d: Deferred[_ClientProtocol] = Deferred()
-        self.attempts.append((factory, d))
+    def __call__(self, events: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.attempts.append((events, d, self.key))
         return d
 
-    def complete(self, i: int = -1) -> _ClientProtocol:
-        factory, d = self.attempts[i]
-        proto: _ClientProtocol = factory.buildProtocol(None)
-        proto.makeConnection(AbortableTransport())
-        d.callback(proto)
-        return proto
+    def complete(self, i: int = -1) -> HTTP11ClientConnection:
+        events, d, key = self.attempts[i]
+        conn = HTTP11ClientConnection(events, key)
+        conn.makeConnection(AbortableTransport())
+        d.callback(conn)
+        return conn
 
 
-def respond(proto: _ClientProtocol, answer: bytes = OK) -> Deferred[Any]:
-    """Send a GET on ``proto`` and feed ``answer``; fires with the body bytes."""
-    d = proto.send(Request(b"GET", b"/", Headers({b"host": [b"x"]}), None, persistent=True), 65536)
-    proto.dataReceived(answer)
-    body: Deferred[Any] = Deferred()
+def respond(conn: HTTP11ClientConnection, answer: bytes = OK) -> Deferred[bytes]:
+    """Send a GET on ``conn`` and feed ``answer``; fires with the body bytes."""
+    handle = conn.send(ClientRequest(b"GET", b"http", b"x", b"/", b"/", []))
+    conn.dataReceived(answer)
+    body: Deferred[bytes] = Deferred()
 
-    def got(response: Any) -> None:
-        chunks: list[bytes] = []
+    def got(h: Any) -> None:
+        BodyCollector(h, None, Clock()).wait().chainDeferred(body)
 
-        class Reader(Protocol):
-            def dataReceived(self, data: bytes) -> None:  # noqa: N802
-                chunks.append(data)
-
-            def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: N802, B008
-                if reason.check(ResponseDone):
-                    body.callback(b"".join(chunks))
-                else:
-                    body.errback(reason)
-
-        response.deliverBody(Reader())
-
-    d.addCallbacks(got, body.errback)
+    handle.head.addCallbacks(got, body.errback)
     return body
 
 
-def lose(proto: _ClientProtocol) -> None:
-    proto.connectionLost(Failure(ConnectionDone()))
+def lose(conn: HTTP11ClientConnection) -> None:
+    conn.connectionLost(Failure(ConnectionDone()))
+
+
+def deferred(x: Any) -> Deferred[Any]:
+    """``pool.acquire``'s answer (a connection now, or a Deferred) as a Deferred."""
+    return x if isinstance(x, Deferred) else succeed(x)
 
 
 class PoolTests(SynchronousTestCase):
@@ -91,8 +85,9 @@ class PoolTests(SynchronousTestCase):
         )
         self.c = FakeConnector()
 
-    def acquire(self, key: str = "a", timeout: float | None = None) -> Deferred[_ClientProtocol]:
-        return self.pool.acquire(key, self.c, timeout, self.clock)
+    def acquire(self, key: str = "a", timeout: float | None = None) -> Deferred[Any]:
+        self.c.key = key
+        return deferred(self.pool.acquire(key, self.c, timeout, self.clock))
 
     def test_per_host_limit_and_waiter_gets_the_returned_connection(self) -> None:
         d1, d2, d3 = self.acquire(), self.acquire(), self.acquire()
@@ -111,7 +106,7 @@ class PoolTests(SynchronousTestCase):
         p = self.c.complete()
         self.successResultOf(d)
         self.successResultOf(respond(p))
-        self.assertEqual(p.conn_state, ConnState.IDLE)
+        self.assertEqual(p.state, ConnState.IDLE)
         self.assertIs(self.successResultOf(self.acquire()), p)
         self.assertEqual(len(self.c.attempts), 1)
         self.successResultOf(respond(p))
@@ -150,8 +145,9 @@ class PoolTests(SynchronousTestCase):
         d = self.acquire()
         p = self.c.complete()
         self.successResultOf(d)
-        f = self.failureResultOf(respond(p, b"HTTP/1.1 200 OK\r\nX: " + b"v" * 70000 + b"\r\n\r\n"))
-        self.assertTrue(any(r.check(ProtocolError) for r in f.value.reasons))
+        self.failureResultOf(
+            respond(p, b"HTTP/1.1 200 OK\r\nX: " + b"v" * 70000 + b"\r\n\r\n"), ProtocolError
+        )
         self.assertTrue(p.transport.disconnecting)
         lose(p)
         self.assertEqual(self.pool.description()["total"], 0)
@@ -228,7 +224,7 @@ class PoolTests(SynchronousTestCase):
 
     def test_keep_alive_false(self) -> None:
         pool = ConnectionPool(keep_alive=False, clock=self.clock)
-        d = pool.acquire("a", self.c)
+        d = deferred(pool.acquire("a", self.c))
         p = self.c.complete()
         self.successResultOf(d)
         self.successResultOf(respond(p))
@@ -269,13 +265,13 @@ class SyncFailureTests(SynchronousTestCase):
         fake = FakeConnector()
         failing = [False]
 
-        def connect(factory: Any) -> Deferred[_ClientProtocol]:
+        def connect(events: Any) -> Deferred[Any]:
             if failing[0]:
                 raise ConnectionRefusedError()
-            return fake(factory)
+            return fake(events)
 
-        d1 = pool.acquire("a", connect)
-        waiting = [pool.acquire("a", connect) for _ in range(50)]
+        d1 = deferred(pool.acquire("a", connect))
+        waiting = [deferred(pool.acquire("a", connect)) for _ in range(50)]
         failing[0] = True
         fake.attempts[0][1].errback(ConnectionRefusedError())
         self.failureResultOf(d1, ConnectionRefusedError)

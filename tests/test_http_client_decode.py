@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aleph_tx.errors import ProtocolError
-from aleph_tx.http._decode import ContentDecoder, decoder_for
+from aleph_tx.http._ring.coding import ContentDecoder, decoder_for
 
 
 def _raw_deflate(data: bytes) -> bytes:
