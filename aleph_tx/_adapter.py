@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -53,7 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aleph_tx import byte_streams
+from aleph_tx import _eager, byte_streams
 from aleph_tx._chunks import to_chunk
 from aleph_tx._time import withdraw_after
 from aleph_tx.errors import BackpressureError
@@ -614,13 +616,18 @@ class StreamProtocol(Protocol):
     # IProtocol
 
     def connectionMade(self) -> None:  # noqa: N802
-        transport = self.transport
+        transport: Any = self.transport
         assert transport is not None
-        self.sender = Sender(transport.write, self._finish)
+        if type(transport) is tcp.Client:  # plain TCP client: sent at once, 256 KiB reads
+            _eager.tune(transport)
+            write: Callable[[Any], object] = functools.partial(_eager.write, transport)
+        else:  # a server's transport is eager itself (install_eager), or TLS, or other
+            write = transport.write
+        self.sender = Sender(write, self._finish)
         self.stream = ConnectionStream(self.sender, to_bytes, self._description)
         st = self.stream
-        self.receiver = Receiver(st._receive, st._end_input, transport, st._receive_cb)  # type: ignore[arg-type]
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self.receiver = Receiver(st._receive, st._end_input, transport, st._receive_cb)
+        transport.registerProducer(self, True)
         self.tls = _is_tls(transport)
         self.peer = transport.getPeer()
         self.host = transport.getHost()

@@ -41,16 +41,15 @@ def echo(conn, info):
 tcp.start_server(echo, port=int(sys.argv[1]), host="127.0.0.1")
 reactor.run()
 """,
-    "aleph_tx_eager": """
+    "aleph_tx_no_eager": """
 import sys
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp as ttcp
 from aleph_tx import stream as s, tcp
-from aleph_tx._eager import install_eager
 def echo(conn, info):
     s.connect(conn, conn)
 server = tcp.start_server(echo, port=int(sys.argv[1]), host="127.0.0.1")
 for p in server.ports:
-    install_eager(p)
+    p.transport = ttcp.Server  # Twisted's own write path: the eager one's reason
 reactor.run()
 """,
     "twisted_raw": """
