@@ -623,6 +623,14 @@ class StreamProtocol(Protocol):
             write: Callable[[Any], object] = functools.partial(_eager.write, transport)
         else:  # a server's transport is eager itself (install_eager), or TLS, or other
             write = transport.write
+        # every write leaves at once (eager): Nagle's algorithm would hold a short
+        # segment back until the peer's delayed ACK (docs/internals.rst, "The TCP path")
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
         self.sender = Sender(write, self._finish)
         self.stream = ConnectionStream(self.sender, to_bytes, self._description)
         st = self.stream
