@@ -411,6 +411,12 @@ async def test_writes_are_eager_on_plain_tcp_and_not_under_tls(
         return original(transport, data)
 
     monkeypatch.setattr(_eager, "send_now", counting)
+    protos: list[Any] = []
+    for cls in (tcp._ServerProtocol, tcp._ClientProtocol):
+        ready = cls.connection_ready
+        monkeypatch.setattr(
+            cls, "connection_ready", lambda self, ready=ready: protos.append(self) or ready(self)
+        )
     plain = tcp.start_server(echo, port=0, host="127.0.0.1")
     servers.append(plain)
     assert type(plain.ports[0]).__name__ == "Port" and plain.ports[0].transport is _eager.EagerServer
@@ -419,6 +425,11 @@ async def test_writes_are_eager_on_plain_tcp_and_not_under_tls(
     assert await conn.put(payload) is True
     assert await bounded(read_exactly(conn, len(payload))) == payload
     assert sum(sent) >= 2 * len(payload)  # the client's send and the server's echo
+    # Nagle's algorithm off: an eager short write must not wait for a delayed ACK
+    assert len(protos) == 2
+    for proto in protos:
+        sock = proto.transport.getHandle()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     conn.close()
     sent.clear()
     secure = tcp.start_server(
