@@ -263,3 +263,21 @@ def test_the_probe_refuses_an_autobahn_whose_compression_internals_changed(
     monkeypatch.undo()
     monkeypatch.delattr(WebSocketProtocol, "_max_message_size_exceeded")
     assert probe.probe() is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_frame_before_an_incomplete_one_closes_at_once(fast: bool) -> None:
+    """Text that is not UTF-8, followed by the start of a frame the fast path would
+    wait for: autobahn gets the bad frame now (1007), not once the next one is whole."""
+    srv = WSServer()
+    try:
+        raw = RawClient()
+        await raw.connect(srv.server.port)
+        raw.write(frame(1, b"ok\xc3") + frame(2, b"x" * 1000)[:50])
+        await until(lambda: any(b0 == 0x88 for b0, _ in server_frames(raw.data)))
+        (close,) = [p for b0, p in server_frames(raw.data) if b0 == 0x88]
+        assert int.from_bytes(close[:2], "big") == 1007
+        raw.protocol.transport.abortConnection()
+        await bounded(raw.lost)
+    finally:
+        await srv.close()

@@ -370,7 +370,7 @@ class FastFrames:
             self._fail_inflated(*failed)
             return False
         if not msgs:
-            return False if wait else None
+            return None  # the first frame is not UTF-8: autobahn closes with 1007
         self.data = rest = data[pos:]
         self._deliver(msgs, octets, grown)
         return len(rest) > 0
