@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -53,7 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from aleph_tx import byte_streams
+from aleph_tx import _eager, byte_streams
 from aleph_tx._chunks import to_chunk
 from aleph_tx._time import withdraw_after
 from aleph_tx.errors import BackpressureError
@@ -115,6 +117,11 @@ class Receiver:
         received before :meth:`finish` was put).
     :param producer: the push producer to pause (normally the transport); may be
         set later with :meth:`registerProducer`.
+    :param put_cb: the stream's internal put (``put_cb(msg, cb)``: ``True`` or
+        ``False`` when decided at once, else a pending marker and ``cb(result)``
+        later), used instead of ``put`` when given: no Deferred per message
+        (a :class:`ConnectionStream`'s ``_receive_cb``; docs/internals.rst, "The
+        WebSocket fast path").
     """
 
     def __init__(
@@ -122,8 +129,11 @@ class Receiver:
         put: Callable[[Any], Deferred[bool]],
         close: Callable[[], object],
         producer: IPushProducer | None = None,
+        put_cb: Callable[[Any, Callable[[bool], object]], Any] | None = None,
     ) -> None:
         self._put = put
+        self._put_cb = put_cb
+        self._accepted_cb = self._accepted  # made once: put_cb's callback for every message
         self._close = close
         self._producer = producer
         self._backlog: collections.deque[Any] = collections.deque()
@@ -154,27 +164,74 @@ class Receiver:
         if self._waiting:
             self._backlog.append(data)
             return
-        d = self._put(data)
-        if d.called and not (isinstance(d.result, Failure) or is_deferred_type(type(d.result))):
-            return
-        self._wait(d)
+        put_cb = self._put_cb
+        if put_cb is not None:
+            r = put_cb(data, self._accepted_cb)
+            if r is not True and r is not False:
+                self._wait()
+        elif not self._offer(data):
+            self._wait()
 
-    def _wait(self, d: Deferred[Any]) -> None:
+    def write_many(self, msgs: list[Any], size: int) -> None:
+        """:meth:`write` each of ``msgs`` in order (``size``: their bytes, counted once).
+
+        The same as one :meth:`write` per message, in one call: a WebSocket read
+        carrying many frames is delivered as one batch.
+        """
+        if self._finished:
+            return
+        self.bytes_received += size
+        if self._waiting:
+            self._backlog.extend(msgs)
+            return
+        put_cb = self._put_cb
+        it = iter(msgs)
+        if put_cb is not None:
+            cb = self._accepted_cb
+            for msg in it:
+                r = put_cb(msg, cb)
+                if r is not True and r is not False:  # pending: cb fires later
+                    self._backlog.extend(it)
+                    self._wait()
+                    return
+                if self._finished:  # lost while the message was handled
+                    return  # type: ignore[unreachable]  # (mypy: set by a callback)
+            return
+        for msg in it:
+            if not self._offer(msg):
+                self._backlog.extend(it)
+                self._wait()
+                return
+            if self._finished:
+                return  # type: ignore[unreachable]
+
+    def _offer(self, msg: Any) -> bool:
+        """Put ``msg``: ``True`` if decided at once, ``False`` if it waits (``_accepted`` follows)."""
+        put_cb = self._put_cb
+        if put_cb is not None:
+            r = put_cb(msg, self._accepted_cb)
+            return r is True or r is False
+        d = self._put(msg)
+        if d.called:
+            r = d.result
+            if r is True or not (isinstance(r, Failure) or is_deferred_type(type(r))):
+                return True
+        d.addBoth(self._accepted)
+        return False
+
+    def _wait(self) -> None:
         self._waiting = True
         if not self._paused:
             self._paused = True
             if self._producer is not None:
                 self._producer.pauseProducing()
-        d.addBoth(self._accepted)
 
     def _accepted(self, result: Any) -> None:
         if isinstance(result, Failure):
             _log.failure("putting received data failed", result)
         backlog = self._backlog
         while backlog:
-            d = self._put(backlog.popleft())
-            if not d.called or isinstance(d.result, Failure) or is_deferred_type(type(d.result)):
-                d.addBoth(self._accepted)
+            if not self._offer(backlog.popleft()):
                 return
         self._waiting = False
         if self._finished:
@@ -259,6 +316,13 @@ class Sender:
         self._flushing = False
         self._on_closed: list[Callable[[], object]] = []
         self.bytes_sent = 0
+        #: ``True`` while a message sent now is written at once (open, not paused,
+        #: nothing queued): a caller that sees it may write directly, counting
+        #: :attr:`bytes_sent` itself (the streams' fast paths; docs/internals.rst).
+        self.ready = True
+
+    def _update(self) -> None:
+        self.ready = self._state is SenderState.OPEN and not self._paused and not self._queue
 
     @property
     def state(self) -> SenderState:
@@ -291,15 +355,16 @@ class Sender:
             connection is lost before it was written; fails with
             :class:`~aleph_tx.errors.BackpressureError` past 16384 queued messages.
         """
-        if self._state is not SenderState.OPEN:
-            return succeed(False)
-        if not self._paused and not self._queue:
+        if self.ready:
             self._do_write(msg)
             return _fired_true()  # the hot path: a fired Deferred with no state of its own
+        if self._state is not SenderState.OPEN:
+            return succeed(False)
         if len(self._queue) >= MAX_PENDING:
             return fail(BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}"))
         d: Deferred[bool] = Deferred(self._withdraw)
         self._queue.append((msg, d))
+        self.ready = False
         return d
 
     def try_send(
@@ -318,6 +383,7 @@ class Sender:
         for i, (_, qd) in enumerate(self._queue):
             if qd is d:
                 del self._queue[i]
+                self._update()
                 return True
         return False
 
@@ -343,12 +409,14 @@ class Sender:
                 self._finish()
         finally:
             self._flushing = False
+            self._update()
 
     def close(self) -> None:
         """Accept no more; write what is queued, then call ``finish``. Idempotent."""
         if self._state is not SenderState.OPEN:
             return
         self._state = SenderState.CLOSING
+        self.ready = False
         self._fire_closed()
         self._flush()
 
@@ -357,6 +425,7 @@ class Sender:
         if self._state is SenderState.CLOSED and not self._queue:
             return
         self._state = SenderState.CLOSED
+        self.ready = False
         queue, self._queue = self._queue, collections.deque()
         for _, d in queue:
             d.callback(False)
@@ -372,12 +441,15 @@ class Sender:
     def pauseProducing(self) -> None:  # noqa: N802
         """The consumer is full: queue further messages."""
         self._paused = True
+        self.ready = False
 
     def resumeProducing(self) -> None:  # noqa: N802
         """The consumer has room again: write the queue."""
         self._paused = False
         if self._queue or self._state is SenderState.CLOSING:
             self._flush()
+        else:
+            self._update()
 
     def stopProducing(self) -> None:  # noqa: N802
         """The consumer is going away: same as :meth:`lost`."""
@@ -407,7 +479,7 @@ class ConnectionStream(Stream):
     :param buffer_size: messages received and held before the connection pauses.
     """
 
-    __slots__ = ("_convert", "_sender")
+    __slots__ = ("_convert", "_plain_bytes", "_sender")
 
     def __init__(
         self,
@@ -419,6 +491,8 @@ class ConnectionStream(Stream):
         super().__init__(buffer_size, None, description)
         self._sender = sender
         self._convert = convert
+        # bytes go to the transport as they are (TCP): put writes them itself
+        self._plain_bytes = convert is to_bytes and sender._measure is len
 
     # output side
 
@@ -427,15 +501,21 @@ class ConnectionStream(Stream):
 
         :raises ValueError: at once, for ``None``.
         """
+        sender = self._sender
+        if sender.ready and type(msg) is bytes and self._plain_bytes:
+            # the hot path (TCP): what Sender.send would do, without its calls
+            sender.bytes_sent += len(msg)
+            sender._write(msg)
+            return _fired_true()
         if msg is None:
             raise ValueError("None is not a valid message")
-        if self._sender._state is not SenderState.OPEN:
+        if sender._state is not SenderState.OPEN:
             return succeed(False)
         try:
             data = self._convert(msg)
         except (TypeError, ValueError) as e:
             return fail(e)
-        return self._sender.send(data)
+        return sender.send(data)
 
     def try_put(
         self,
@@ -471,11 +551,12 @@ class ConnectionStream(Stream):
 
     # input side (used by the adapter)
 
-    def _receive(self, data: Any) -> Deferred[bool]:
-        return Stream.put(self, data)
-
-    def _end_input(self) -> None:
-        Stream.close(self)
+    #: the input side's put (the stream's own buffer), for a Receiver
+    _receive = Stream.put
+    #: the same, without a Deferred per message (a Receiver's ``put_cb``)
+    _receive_cb = Stream._put_cb
+    #: closes the input side (the Receiver's ``close``)
+    _end_input = Stream.close
 
     def description(self) -> dict[str, Any]:
         """The input side's counts, the output side's state, plus the connection's keys."""
@@ -535,12 +616,26 @@ class StreamProtocol(Protocol):
     # IProtocol
 
     def connectionMade(self) -> None:  # noqa: N802
-        transport = self.transport
+        transport: Any = self.transport
         assert transport is not None
-        self.sender = Sender(transport.write, self._finish)
+        if type(transport) is tcp.Client:  # plain TCP client: sent at once, 256 KiB reads
+            _eager.tune(transport)
+            write: Callable[[Any], object] = functools.partial(_eager.write, transport)
+        else:  # a server's transport is eager itself (install_eager), or TLS, or other
+            write = transport.write
+        # every write leaves at once (eager): Nagle's algorithm would hold a short
+        # segment back until the peer's delayed ACK (docs/internals.rst, "The TCP path")
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except OSError:  # pragma: no cover - not a TCP socket after all
+                pass
+        self.sender = Sender(write, self._finish)
         self.stream = ConnectionStream(self.sender, to_bytes, self._description)
-        self.receiver = Receiver(self.stream._receive, self.stream._end_input, transport)  # type: ignore[arg-type]
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        st = self.stream
+        self.receiver = Receiver(st._receive, st._end_input, transport, st._receive_cb)
+        transport.registerProducer(self, True)
         self.tls = _is_tls(transport)
         self.peer = transport.getPeer()
         self.host = transport.getHost()

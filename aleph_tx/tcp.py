@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from aleph_tx._adapter import ConnectionStream, StreamProtocol
+from aleph_tx._eager import install_eager
 from aleph_tx._server import DEFAULT_BACKLOG, Server
 from aleph_tx._server import listen as _listen
 from aleph_tx._time import arm_timeout, get_reactor
@@ -139,6 +140,9 @@ def start_server(
     reactor = get_reactor(reactor)
     factory = _ServerFactory(handler)
     ports = _listen(factory, port, host, listen, ssl_context, reactor, DEFAULT_BACKLOG)
+    for p in ports:
+        # writes sent at once, 256 KiB reads (docs/internals.rst, "The TCP path"); below TLS
+        install_eager(p)
     server = Server(ports, shutdown_timeout, clock=reactor)
     factory.server = server
     return server

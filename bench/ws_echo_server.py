@@ -6,6 +6,8 @@ echo on 127.0.0.1 and prints ``PORT <n>`` once listening. KIND:
 - ``aleph``: ``http.start_server`` + ``websocket_connection`` + ``s.connect(conn, conn)``
 - ``autobahn``: autobahn's own Twisted ``WebSocketServerProtocol`` echoing in ``onMessage``
 - ``websockets``: the `websockets` library (asyncio)
+- ``picows``: picows (Cython) on uvloop, echoing each frame in ``on_ws_frame``
+  (no permessage-deflate: ``--compression`` is refused)
 
 ``--big`` raises the frame and message limits to 64 MiB (Autobahn|Testsuite's
 9.x cases send up to 16 MiB); ``--compression`` accepts permessage-deflate.
@@ -97,12 +99,38 @@ def websockets_lib(port: int, compression: bool, big: bool) -> None:
     asyncio.run(main())
 
 
+def picows_server(port: int, compression: bool, big: bool) -> None:
+    if compression:
+        raise SystemExit("picows does not implement permessage-deflate")
+    import uvloop
+    from picows import WSListener, WSMsgType, WSTransport, ws_create_server
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            elif frame.msg_type == WSMsgType.PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            else:
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
+
+    async def main() -> None:
+        server = await ws_create_server(
+            lambda request: Echo(), "127.0.0.1", port, max_frame_size=BIG if big else 10 * 2**20
+        )
+        _announce(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def main(argv: list[str]) -> None:
     flags = {a for a in argv if a.startswith("--")}
     args = [a for a in argv if not a.startswith("--")]
     kind = args[0] if args else "aleph"
     port = int(args[1]) if len(args) > 1 else 0
-    run = {"aleph": aleph, "autobahn": autobahn, "websockets": websockets_lib}[kind]
+    run = {"aleph": aleph, "autobahn": autobahn, "websockets": websockets_lib, "picows": picows_server}[kind]
     run(port, "--compression" in flags, "--big" in flags)
 
 

@@ -335,3 +335,132 @@ class ToBytesTests(SynchronousTestCase):
     def test_rejects_others_with_type_error(self) -> None:
         for bad in (1, 1.5, object()):
             self.assertRaises(TypeError, to_bytes, bad)
+
+
+def _receivers() -> list[tuple[str, Stream, Receiver]]:
+    """A Receiver with the stream's callback put (ConnectionStream's), and one with its
+    Deferred put (request bodies): they must behave the same."""
+    cs = ConnectionStream(Sender(lambda m: None, lambda: None))
+    st = Stream()
+    return [
+        ("put_cb", cs, Receiver(cs._receive, cs._end_input, None, cs._receive_cb)),
+        ("deferred put", st, Receiver(st.put, st.close)),
+    ]
+
+
+class BatchTests(SynchronousTestCase):
+    """``Receiver.write_many``: a read carrying many messages (WebSocket frames)."""
+
+    def test_a_burst_over_the_pending_limit_arrives_whole_and_in_order(self) -> None:
+        for name, st, r in _receivers():
+            with self.subTest(name):
+                producer = StringTransport()
+                r.registerProducer(producer, True)
+                msgs = [b"%d" % i for i in range(MAX_PENDING + 5000)]
+                r.write_many(msgs[:10], 20)
+                r.write_many(msgs[10:], 100)  # while paused: waits behind the first batch
+                self.assertEqual(producer.producerState, "paused")
+                self.assertEqual(r.bytes_received, 120)
+                got = [self.successResultOf(st.take()) for _ in msgs]
+                self.assertEqual(got, msgs)
+                self.assertEqual(producer.producerState, "producing")
+
+    def test_a_waiting_take_gets_the_first_and_the_rest_wait(self) -> None:
+        for name, st, r in _receivers():
+            with self.subTest(name):
+                producer = StringTransport()
+                r.registerProducer(producer, True)
+                d = st.take()
+                r.write_many([b"a", b"b", b"c"], 3)
+                self.assertEqual(self.successResultOf(d), b"a")
+                self.assertEqual(producer.producerState, "paused")  # b is pending, c waits
+                self.assertEqual(self.successResultOf(st.take()), b"b")
+                self.assertEqual(self.successResultOf(st.take()), b"c")
+                self.assertEqual(producer.producerState, "producing")
+
+    def test_same_as_one_write_per_message(self) -> None:
+        for name, st, r in _receivers():
+            with self.subTest(name):
+                takes = [st.take() for _ in range(2)]
+                r.write_many([b"x", b"y"], 2)
+                r.write(b"z")
+                r.finish()
+                self.assertEqual([self.successResultOf(d) for d in takes], [b"x", b"y"])
+                self.assertEqual(self.successResultOf(st.take()), b"z")
+                self.assertEqual(self.successResultOf(st.take("end")), "end")
+
+    def test_finished_while_delivering_drops_the_rest_as_write_does(self) -> None:
+        for name, st, r in _receivers():
+            with self.subTest(name):
+                d = st.take()
+                d.addCallback(lambda _, r=r: r.finish())  # the connection is lost in a callback
+                r.write_many([b"first", b"dropped"], 12)
+                self.assertEqual(self.successResultOf(d), None)
+                self.assertEqual(self.successResultOf(st.take("end")), "end")
+                r.write_many([b"after"], 5)
+                self.assertEqual(r.bytes_received, 12)
+
+
+class SenderReadyTests(SynchronousTestCase):
+    """``Sender.ready``: true exactly when a message sent now is written at once."""
+
+    def test_ready_follows_pause_queue_and_close(self) -> None:
+        written: list[bytes] = []
+        sender = Sender(written.append, lambda: None)
+        self.assertTrue(sender.ready)
+        sender.pauseProducing()
+        self.assertFalse(sender.ready)
+        d = sender.send(b"queued")
+        sender.resumeProducing()
+        self.assertTrue(self.successResultOf(d))
+        self.assertTrue(sender.ready)
+        sender.pauseProducing()
+        queued = sender.send(b"withdrawn")
+        queued.addErrback(lambda f: None)
+        queued.cancel()
+        self.assertFalse(sender.ready)  # still paused
+        sender.resumeProducing()
+        self.assertTrue(sender.ready)
+        sender.close()
+        self.assertFalse(sender.ready)
+        self.assertEqual(written, [b"queued"])
+
+    def test_not_ready_once_lost(self) -> None:
+        sender = Sender(lambda m: None, lambda: None)
+        sender.lost()
+        self.assertFalse(sender.ready)
+        self.assertFalse(self.successResultOf(sender.send(b"x")))
+
+
+class TCPPutTests(SynchronousTestCase):
+    """ConnectionStream.put writes bytes itself while the Sender is ready (the TCP fast
+    path); anything else goes through the Sender, with the same results."""
+
+    def test_bytes_are_written_without_the_sender(self) -> None:
+        proto, transport = connected()
+        sends: list[object] = []
+        original = proto.sender.send
+        proto.sender.send = lambda msg: sends.append(msg) or original(msg)  # type: ignore[method-assign]
+        self.assertTrue(self.successResultOf(proto.stream.put(b"fast")))
+        self.assertEqual(sends, [])
+        self.assertTrue(self.successResultOf(proto.stream.put(bytearray(b"slow"))))
+        self.assertEqual(sends, [b"slow"])
+        self.assertEqual(transport.value(), b"fastslow")
+        self.assertEqual(proto.sender.bytes_sent, 8)
+
+    def test_while_paused_bytes_queue_in_order(self) -> None:
+        proto, transport = connected()
+        proto.pauseProducing()
+        ds = [proto.stream.put(b"a"), proto.stream.put(b"b")]
+        self.assertEqual(transport.value(), b"")
+        self.assertNoResult(ds[0])
+        proto.resumeProducing()
+        self.assertEqual([self.successResultOf(d) for d in ds], [True, True])
+        self.assertTrue(self.successResultOf(proto.stream.put(b"c")))
+        self.assertEqual(transport.value(), b"abc")
+
+    def test_after_close_bytes_are_refused(self) -> None:
+        proto, transport = connected()
+        proto.stream.close()
+        self.assertFalse(self.successResultOf(proto.stream.put(b"late")))
+        self.assertEqual(transport.value(), b"")

@@ -392,3 +392,52 @@ async def test_check_stream_on_tls(servers: list[tcp.Server]) -> None:
     trust = tls.client_context(trust_roots=ctx.certificate_pem)
     await bounded(check_stream(_pair_maker(srv.port, accepted, True, True, trust)), 25)
     await bounded(check_stream(_pair_maker(srv.port, accepted, True, False, trust)), 25)
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_are_eager_on_plain_tcp_and_not_under_tls(
+    servers: list[tcp.Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server and client connections send at once when nothing is queued
+    (docs/internals.rst, "The TCP path"); under TLS the TLS layer writes, never the
+    raw socket; the bytes are the same either way."""
+    from aleph_tx import _eager
+
+    sent: list[int] = []
+    original = _eager.send_now
+
+    def counting(transport: Any, data: bytes) -> bytes:
+        sent.append(len(data))
+        return original(transport, data)
+
+    monkeypatch.setattr(_eager, "send_now", counting)
+    protos: list[Any] = []
+    for cls in (tcp._ServerProtocol, tcp._ClientProtocol):
+        ready = cls.connection_ready
+        monkeypatch.setattr(
+            cls, "connection_ready", lambda self, ready=ready: protos.append(self) or ready(self)
+        )
+    plain = tcp.start_server(echo, port=0, host="127.0.0.1")
+    servers.append(plain)
+    assert type(plain.ports[0]).__name__ == "Port" and plain.ports[0].transport is _eager.EagerServer
+    conn = await bounded(tcp.client("127.0.0.1", plain.port))
+    payload = os.urandom(100_000)
+    assert await conn.put(payload) is True
+    assert await bounded(read_exactly(conn, len(payload))) == payload
+    assert sum(sent) >= 2 * len(payload)  # the client's send and the server's echo
+    # Nagle's algorithm off: an eager short write must not wait for a delayed ACK
+    assert len(protos) == 2
+    for proto in protos:
+        sock = proto.transport.getHandle()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    conn.close()
+    sent.clear()
+    secure = tcp.start_server(
+        echo, port=0, host="127.0.0.1", ssl_context=tls.self_signed_context("localhost")
+    )
+    servers.append(secure)
+    conn = await bounded(tcp.client("127.0.0.1", secure.port, insecure=True))
+    assert await conn.put(payload) is True
+    assert await bounded(read_exactly(conn, len(payload))) == payload
+    conn.close()
+    assert sum(sent) >= len(payload)  # ciphertext, written by the server's TLS layer through EagerServer

@@ -45,7 +45,8 @@ from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
 from aleph_tx._time import Timer
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
-from aleph_tx.http._websocket.frames import FAST, FastFrames
+from aleph_tx.http._websocket.frames import FAST_MAX, FastFrames, FastPut
+from aleph_tx.http._websocket.probe import FAST
 
 __all__ = [
     "ClientProtocol",
@@ -65,7 +66,6 @@ CLOSE_HANDSHAKE_TIMEOUT = 10
 #: close codes recorded in ``description()`` (RFC 6455 §7.4.1)
 NO_STATUS = 1005
 ABNORMAL = 1006
-#: bytes of frames held back during one read before they are written anyway
 
 
 class CloseState(enum.Enum):
@@ -77,7 +77,11 @@ class CloseState(enum.Enum):
     CLOSED = "closed"
 
 
-class WebSocketStream(ConnectionStream):
+#: the fast path's put, or nothing when the probe found autobahn changed
+_FAST_PUT: tuple[type, ...] = (FastPut,) if FAST else ()
+
+
+class WebSocketStream(*_FAST_PUT, ConnectionStream):  # type: ignore[misc]
     """A WebSocket connection as a duplex stream (see the module docstring).
 
     ``take()`` yields ``str`` (text frames) or ``bytes`` (binary frames);
@@ -140,7 +144,10 @@ class _StreamGlue:
         self._tls = False
         self._plain_frames = False
         self._frame_limit = 0
+        self._out_max = 0  # the largest message sent as one frame built here
         self._fast_in = 0  # the largest payload _fast_frames parses (0: none)
+        self._direct = False  # FastPut frames and writes messages itself
+        self._direct_max = 0  # ... up to this payload size
         # autobahn options, per connection (autobahn copies factory defaults only
         # for the attributes an instance lacks)
         frame = opts.max_frame_payload or 0
@@ -170,7 +177,7 @@ class _StreamGlue:
         st = WebSocketStream(self.sender, self._convert, self._description)
         st._ws = self
         self.stream = st
-        self.receiver = Receiver(st._receive, st._end_input, transport)
+        self.receiver = Receiver(st._receive, st._end_input, transport, st._receive_cb)
         try:
             transport.registerProducer(self.sender, True)
         except RuntimeError:
@@ -181,11 +188,19 @@ class _StreamGlue:
         self._tls = _is_tls(transport)
         if self.opts.heartbeats is not None:
             self._arm_heartbeat(self.opts.heartbeats.send_after_idle)
-        # frames we may build and parse ourselves: uncompressed ones
-        self._plain_frames = FAST and self._perMessageCompress is None
-        self._frame_limit = self.opts.max_frame_payload or 2**63
+        # frames we build and parse ourselves (frames.FastFrames), compressed ones too
+        self._plain_frames = FAST
+        self._frame_limit = frame = self.opts.max_frame_payload or 2**63
         if self._plain_frames:
-            self._fast_in = min(65535, self._frame_limit, self._max_out or 65535)
+            self._deflate = self._perMessageCompress
+            if self._deflate is not None:
+                # deflate may grow a message a little (RFC 1951 §3.2.4: 5 octets
+                # per stored block): keep a compressed message within one frame
+                frame -= (frame >> 11) + 16
+            self._out_max = frame
+            self._fast_in = min(FAST_MAX, self._frame_limit, self._max_out or FAST_MAX)
+            self._direct = self.side == "server"  # a client masks: the Sender's path
+            self._direct_max = min(frame, self._max_out or frame)
         self.opened.callback(st)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
@@ -193,7 +208,8 @@ class _StreamGlue:
         self._seen = True
         if self._peer_closed:
             return  # RFC 6455 §5.5.1: nothing may follow the peer's close frame
-        self.receiver.write(payload if isBinary else payload.decode("utf-8"))
+        # counted in payload octets, as the fast path counts them
+        self.receiver.write_many([payload if isBinary else payload.decode("utf-8")], len(payload))
 
     def onPong(self, payload: bytes) -> None:  # noqa: N802
         """A pong answers every ping still waiting (RFC 6455 §5.5.3: the latest counts)."""
@@ -280,7 +296,7 @@ class _StreamGlue:
     def _write(self, msg: tuple[bytes, bool]) -> None:
         self._seen = True
         payload = msg[0]
-        if self._plain_frames and len(payload) <= self._frame_limit and self.state == self.STATE_OPEN:
+        if self._plain_frames and len(payload) <= self._out_max and self.state == self.STATE_OPEN:
             self.send_frame(payload, msg[1])  # frames.FastFrames: built here, not by autobahn
             return
         try:
