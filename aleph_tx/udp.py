@@ -26,7 +26,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import ConnectionStream, Receiver, Sender, to_bytes
+from aleph_tx._adapter import ConnectionStream, Sender, to_bytes
+from aleph_tx._receiver import Receiver
 
 __all__ = ["MAX_DATAGRAM_IPV4", "MAX_DATAGRAM_IPV6", "UDPStream", "socket"]
 

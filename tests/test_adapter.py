@@ -16,7 +16,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState, StreamProtocol, to_bytes
+from aleph_tx._adapter import ConnectionStream, Sender, SenderState, StreamProtocol, to_bytes
+from aleph_tx._receiver import Receiver
 from aleph_tx.errors import BackpressureError
 from aleph_tx.stream import MAX_PENDING, Stream
 

@@ -5,7 +5,7 @@ Every connection kind gives a :class:`ResponseHandle` per request (HTTP/1.1:
 :class:`StreamResponse`), all built on :class:`BaseResponse` (the head, a failure,
 the end of the body), and delivers the body to a :class:`BodySink`, one of two
 kinds: :class:`BodyCollector` gathers the body into ``bytes``; :class:`BodyStreamer`
-puts each chunk into a ``Stream`` through an :class:`~aleph_tx._adapter.Receiver`,
+puts each chunk into a ``Stream`` through an :class:`~aleph_tx._receiver.Receiver`,
 which stops the connection's reading while a put waits, so a slow reader never
 makes memory grow. Both decode gzip and deflate (:mod:`aleph_tx.http._ring.coding`)
 and enforce ``read_timeout`` (the longest stall of the network, not of the reader).
@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from aleph_tx._adapter import Receiver
+from aleph_tx._receiver import Receiver
 from aleph_tx._time import Timer
 from aleph_tx.errors import ProtocolError, ReadTimeout
 from aleph_tx.http._ring.coding import ContentDecoder
@@ -404,7 +404,7 @@ class BodyCollector:
 class BodyStreamer:
     """Puts a response body into :attr:`stream` (a ``BodySink``), with backpressure.
 
-    The :class:`~aleph_tx._adapter.Receiver` pauses the connection's reading while
+    The :class:`~aleph_tx._receiver.Receiver` pauses the connection's reading while
     a put waits. With a ``decoder``, decoded pieces of at most 64 KiB are put one at
     a time, each once the last was accepted: a highly compressed body cannot fill
     memory either. The read timeout runs only while we wait for the network, never

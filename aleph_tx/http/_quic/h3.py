@@ -106,7 +106,7 @@ class H3(H3Connection):
 
 @implementer(IPushProducer)
 class CreditProducer:
-    """The producer a body's :class:`~aleph_tx._adapter.Receiver` pauses: pausing
+    """The producer a body's :class:`~aleph_tx._receiver.Receiver` pauses: pausing
     holds the stream's receive credit, resuming lets it slide again (and sends the
     ``MAX_STREAM_DATA`` at the end of the turn)."""
 

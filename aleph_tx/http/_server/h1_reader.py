@@ -4,7 +4,7 @@
 :class:`H1Exchange` (the Ring request built by
 :func:`~aleph_tx.http._ring.request.build_request`), handed to the connection
 (:class:`ReaderEvents`); a body is put into a :class:`~aleph_tx.stream.Stream` by
-a :class:`~aleph_tx._adapter.Receiver`, which pauses reading while the handler is
+a :class:`~aleph_tx._receiver.Receiver`, which pauses reading while the handler is
 not taking. Limits are checked as bytes arrive (414, 431, 413, 400, 417, 505:
 :mod:`~aleph_tx.http._ring.limits`); a violation is reported once with its status
 and nothing more is parsed.
@@ -19,7 +19,7 @@ import httptools
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import Receiver
+from aleph_tx._receiver import Receiver
 from aleph_tx.http._ring.limits import (
     ServerOptions,
     check_content_length,

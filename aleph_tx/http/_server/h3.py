@@ -11,7 +11,7 @@ the stream's :class:`ResponseSink`.
 Backpressure, both ways, on QUIC flow control (RFC 9000 §4):
 
 - request body: data goes into the body :class:`~aleph_tx.stream.Stream` through
-  a :class:`~aleph_tx._adapter.Receiver`; while one of its puts is pending the
+  a :class:`~aleph_tx._receiver.Receiver`; while one of its puts is pending the
   stream's receive credit is held (no ``MAX_STREAM_DATA``), so a client stops
   once it used the window: memory per request stays below one window;
 - response body: :meth:`ResponseSink.write` queues in aioquic's stream buffer;
@@ -42,7 +42,7 @@ from aioquic.h3.connection import ErrorCode
 from aioquic.quic import events as qevents
 from twisted.logger import Logger
 
-from aleph_tx._adapter import Receiver
+from aleph_tx._receiver import Receiver
 from aleph_tx._time import Timer
 from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._quic.endpoint import QuicDriver, QuicEndpoint, QuicPort, listen_quic

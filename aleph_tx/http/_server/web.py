@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web import http as twhttp
 from twisted.web import resource, server
 
-from aleph_tx._adapter import Receiver
+from aleph_tx._receiver import Receiver
 from aleph_tx._time import get_reactor
 from aleph_tx.errors import ConnectionLostError
 from aleph_tx.http._ring.limits import DEFAULTS, check_header_size, check_request_line, make_options
@@ -90,7 +90,7 @@ class StreamingRequest(server.Request):
 
     twisted.web renders a request only once its body is complete. To stream, a
     request with a body is processed as soon as its headers are in (``gotLength``):
-    the handler runs while the body arrives; a :class:`~aleph_tx._adapter.Receiver`
+    the handler runs while the body arrives; a :class:`~aleph_tx._receiver.Receiver`
     puts each chunk and pauses the connection (HTTP/1.1) or the HTTP/2 stream while
     a put waits. A response finished before the body ended drops the rest of it and
     is completed once twisted.web has read the request to its end (HTTP/1.1).

@@ -1,7 +1,7 @@
 """autobahn's Twisted WebSocket protocols as duplex streams (server and client side).
 
 :class:`WebSocketStream` is an :class:`aleph_tx._adapter.ConnectionStream`: takes
-come from a :class:`~aleph_tx._adapter.Receiver` fed by ``onMessage`` (text
+come from a :class:`~aleph_tx._receiver.Receiver` fed by ``onMessage`` (text
 frames as ``str``, binary as ``bytes``), puts go through a
 :class:`~aleph_tx._adapter.Sender`, framed by :mod:`.frames` (or autobahn). Backpressure both ways
 (autobahn does none; docs/internals.rst, "The WebSocket hand-off"): the Sender is the transport's streaming
@@ -41,7 +41,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from aleph_tx._adapter import ConnectionStream, Receiver, Sender, SenderState
+from aleph_tx._adapter import ConnectionStream, Sender, SenderState
+from aleph_tx._receiver import Receiver
 from aleph_tx._time import Timer
 from aleph_tx.errors import ConnectionLostError, WebSocketHandshakeError
 from aleph_tx.http._ring.upgrade import WSOptions, choose_subprotocol
