@@ -325,16 +325,29 @@ class ConnectionStream(Stream):
 
         :raises ValueError: at once, for ``None``.
         """
+        r = self.put_now(msg)
+        if r is True:
+            return _fired_true()
+        if r is False:
+            return succeed(False)
+        return r  # type: ignore[no-any-return]
+
+    def put_now(self, msg: Any, cb: object = None) -> Any:
+        """The put of the stream graph (``connect``): ``True`` when written at once,
+        ``False`` if closed, else the put's Deferred (no Deferred on the hot path).
+
+        :raises ValueError: at once, for ``None``.
+        """
         sender = self._sender
         if sender.ready and type(msg) is bytes and self._plain_bytes:
             # the hot path (TCP): what Sender.send would do, without its calls
             sender.bytes_sent += len(msg)
             sender._write(msg)
-            return _fired_true()
+            return True
         if msg is None:
             raise ValueError("None is not a valid message")
         if sender._state is not SenderState.OPEN:
-            return succeed(False)
+            return False
         try:
             data = self._convert(msg)
         except (TypeError, ValueError) as e:

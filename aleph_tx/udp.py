@@ -85,25 +85,21 @@ class UDPStream(ConnectionStream):
             host = "::ffff:" + host
         return data, (host, port)
 
-    def put(self, msg: Any) -> Deferred[bool]:
-        """Send one datagram; a host name is resolved first.
+    def put_now(self, msg: Any, cb: object = None) -> Any:
+        """Send one datagram (what :meth:`put` and ``connect`` call); a host name is
+        resolved first.
 
-        :returns: fires ``True`` once handed to the kernel, ``False`` if the socket is
-            closed; fails with :class:`TypeError`/:class:`ValueError` for a bad message
-            (over the datagram limit, missing keys).
+        ``put`` fires ``True`` once the datagram is handed to the kernel, ``False`` if
+        the socket is closed; it fails with :class:`TypeError`/:class:`ValueError` for
+        a bad message (over the datagram limit, missing keys).
+
         :raises ValueError: at once, for ``None``.
         """
-        if msg is None:
-            raise ValueError("None is not a valid message")
         host = msg.get("host") if isinstance(msg, dict) else None
         if isinstance(host, str) and host and not isIPAddress(host) and not isIPv6Address(host):
             resolved: Deferred[str] = self._reactor.resolve(host)
-
-            def send(ip: str) -> Deferred[bool]:
-                return super(UDPStream, self).put(dict(msg, host=ip))
-
-            return resolved.addCallback(send)
-        return super().put(msg)
+            return resolved.addCallback(lambda ip: super(UDPStream, self).put(dict(msg, host=ip)))
+        return super().put_now(msg, cb)
 
 
 class _UDPProtocol(DatagramProtocol):

@@ -465,3 +465,26 @@ class TCPPutTests(SynchronousTestCase):
         proto.stream.close()
         self.assertFalse(self.successResultOf(proto.stream.put(b"late")))
         self.assertEqual(transport.value(), b"")
+
+
+def test_the_stream_graph_puts_into_a_connection_without_a_deferred() -> None:
+    """``connect`` delivers to a network stream through ``put_now`` (``True`` when
+    written at once): no fired Deferred per message on the echo path."""
+    from aleph_tx import stream as s
+    from aleph_tx.stream._graph import _fast_put
+
+    written: list[bytes] = []
+    sender = Sender(written.append, lambda: None)
+    conn = ConnectionStream(sender)
+    assert _fast_put(conn) == conn.put_now
+    assert conn.put_now(b"now") is True and written == [b"now"]
+    src = s.stream()
+    s.connect(src, conn)
+    for chunk in (b"a", b"b"):
+        assert src.put(chunk).result is True
+    assert written == [b"now", b"a", b"b"]
+    sender.pauseProducing()
+    d = conn.put(b"later")  # queued: a real Deferred
+    assert not d.called
+    sender.resumeProducing()
+    assert d.result is True and written[-1] == b"later"

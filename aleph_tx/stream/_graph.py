@@ -75,10 +75,13 @@ def _fast_take(st: Any) -> Callable[[Any, Callable[[Any], object]], Any] | None:
 
 
 def _fast_put(st: Any) -> Callable[[Any, Callable[[bool], object]], Any] | None:
-    """The internal callback put of a plain :class:`Stream` (no Deferred), else ``None``."""
+    """A put without a Deferred per message: a plain :class:`Stream`'s internal
+    callback put, or a network stream's ``put_now`` (``True`` when written at once,
+    else a Deferred); ``None`` for other sinks (their ``put`` is used)."""
     if isinstance(st, Stream) and type(st).put is Stream.put:
         return st._put_cb
-    return None
+    put_now: Callable[[Any, Callable[[bool], object]], Any] | None = getattr(st, "put_now", None)
+    return put_now
 
 
 @dataclasses.dataclass(slots=True, eq=False)

@@ -31,10 +31,7 @@ from typing import Any
 
 from autobahn.exception import PayloadCorruptError, PayloadExceededError
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-
-from aleph_tx.stream._fired import fired_true
 
 __all__ = [
     "CORK_LIMIT",
@@ -487,8 +484,9 @@ class FastPut:
 
     _ws: Any
 
-    def put(self, msg: Any) -> Deferred[bool]:
-        """Send ``msg`` (see the class docstring); fires ``True`` once written."""
+    def put_now(self, msg: Any, cb: object = None) -> Any:
+        """Send ``msg`` (see the class docstring): ``True`` once written at once, else
+        what the stream's own ``put_now`` gives."""
         ws = self._ws
         sender = ws.sender
         # (autobahn's send_queue, which a frame must not overtake, only fills with
@@ -502,7 +500,7 @@ class FastPut:
                 payload = msg
                 op = 0x82
             else:
-                return super().put(msg)  # type: ignore[misc, no-any-return]
+                return super().put_now(msg, cb)  # type: ignore[misc]
             n = len(payload)
             if n <= ws._direct_max:
                 sender.bytes_sent += n
@@ -521,5 +519,5 @@ class FastPut:
                     ws._corked += n
                     if ws._corked >= CORK_LIMIT:
                         ws._uncork_keep()
-                return fired_true()
-        return super().put(msg)  # type: ignore[misc, no-any-return]
+                return True
+        return super().put_now(msg, cb)  # type: ignore[misc]
