@@ -165,3 +165,11 @@ def test_importing_testing_loads_neither_http_nor_autobahn() -> None:
         "assert t.request.__module__ == 'aleph_tx.http._server.testing'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_http_and_tcp_export_the_same_server() -> None:
+    """``start_server`` of HTTP and of TCP return one ``Server`` class, public in both."""
+    from aleph_tx import http, tcp
+
+    assert http.Server is tcp.Server
+    assert "Server" in http.__all__ and "Server" in tcp.__all__

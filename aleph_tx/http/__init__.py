@@ -17,6 +17,7 @@ from aleph_tx.errors import (
 )
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and readers
+    from aleph_tx._server import Server
     from aleph_tx.http._client.api import delete, get, head, options, patch, post, put, request
     from aleph_tx.http._client.pool import ConnectionPool, connection_pool
     from aleph_tx.http._server.serve import start_server
@@ -37,6 +38,7 @@ _LAZY = {
         ("delete", "get", "head", "options", "patch", "post", "put", "request"), "aleph_tx.http._client.api"
     ),
     **dict.fromkeys(("ConnectionPool", "connection_pool"), "aleph_tx.http._client.pool"),
+    "Server": "aleph_tx._server",
     "start_server": "aleph_tx.http._server.serve",
     "sse": "aleph_tx.http._server.sse",
     **dict.fromkeys(("make_site", "to_resource"), "aleph_tx.http._server.web"),
@@ -71,6 +73,7 @@ __all__ = [
     "ReadTimeout",
     "RedirectError",
     "RequestTimeout",
+    "Server",
     "WebSocketHandshakeError",
     "connection_pool",
     "delete",
