@@ -308,6 +308,40 @@ async def until(
             await turn(0.005)
 
 
+async def close_within(
+    server: Any, clock: MemoryReactorClock, pipes: Iterable[Pipe], bound: float | None = None
+) -> None:
+    """``server.close()`` fires within ``bound`` seconds of ``clock`` (0.1 s steps;
+    default: its ``shutdown_timeout`` + 1 s)."""
+    if bound is None:
+        bound = server.shutdown_timeout + 1.0
+    d = server.close()
+    pipes = list(pipes)
+    waited = 0.0
+    while True:
+        for p in pipes:
+            await p.settle()
+        if d.called or waited >= bound - 1e-9:
+            break
+        clock.advance(0.1)
+        waited += 0.1
+    assert d.called, f"close() has not fired {bound:g} s after it was called ({server!r})"
+
+
+async def take_all(conn: Any, n: int, pipe: Pipe) -> list[Any]:
+    """Take up to ``n`` messages from ``conn``, settling ``pipe`` when none is ready;
+    stops early when nothing more comes. What arrived, in order."""
+    got: list[Any] = []
+    while len(got) < n:
+        d = conn.take()
+        if not d.called:
+            await pipe.settle()
+            if not d.called:
+                break
+        got.append(d.result)
+    return got
+
+
 def server_factory(clock: MemoryReactorClock, tls: bool = False) -> Any:
     """The protocol factory the last ``start_server(reactor=clock)`` listened with.
 

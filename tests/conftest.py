@@ -67,3 +67,20 @@ def pool() -> Iterator[ConnectionPool]:
     assert desc["active"] == 0, desc
     assert desc["waiters"] == 0, desc
     p.close()
+
+
+@pytest.fixture(scope="session")
+def tls_options() -> Any:
+    """A self-signed server context (``tls.self_signed_context``), made once per run."""
+    from aleph_tx import tls
+
+    return tls.self_signed_context()
+
+
+@pytest.fixture
+def h3_serve(tls_options: Any) -> Iterator[Any]:
+    """``h3_serve(handler, **limits)`` starts an HTTP/3 server on 127.0.0.1 (closed at
+    the end); the tests that use it skip without aioquic."""
+    from test_http_h3_server import serving
+
+    yield from serving(tls_options)

@@ -35,9 +35,11 @@ from _faults import (
     RawWSServer,
     ThreadedClock,
     client_factory,
+    close_within,
     count_responses,
     head,
     server_factory,
+    take_all,
     tls_client,
     until,
     ws_frame,
@@ -100,21 +102,6 @@ def h2_pipe(clock: ThreadedClock) -> tuple[Pipe, H2Client]:
     return pipe, client
 
 
-async def close_within_shutdown_timeout(srv: Any, clock: ThreadedClock, pipes: list[Pipe]) -> None:
-    """``srv.close()`` fires within ``shutdown_timeout`` + 1 s of the clock."""
-    d = srv.close()
-    bound = srv.shutdown_timeout + 1.0
-    waited = 0.0
-    while not d.called and waited < bound:
-        for p in pipes:
-            await p.settle()
-        clock.advance(0.1)
-        waited += 0.1
-    for p in pipes:
-        await p.settle()
-    assert d.called, f"close() has not fired {bound} s after it was called ({srv!r})"
-
-
 # -- 4: a burst of WebSocket frames in one read ------------------------------------------
 
 
@@ -136,19 +123,12 @@ async def test_4_websocket_burst_in_one_read_all_arrive_in_order(logged: LoggedF
     client.send(b"".join(ws_frame(b"%d" % i) for i in range(n)))
     await pipe.settle()
     conn = conns[0]
-    got: list[bytes] = []
-    while len(got) < n:
-        d = conn.take()
-        if not d.called:
-            await pipe.settle()
-            if not d.called:
-                break
-        got.append(d.result)
+    got = await take_all(conn, n, pipe)
     assert len(got) == n, f"{len(got)} of {n} messages arrived"
     assert got == [b"%d" % i for i in range(n)], "the messages arrived out of order"
     assert not conn.closed, "the connection closed after a burst"
     assert not logged.of(BackpressureError), logged.of(BackpressureError)[0]
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -161,14 +141,7 @@ async def test_4_websocket_client_burst_in_one_read_all_arrive_in_order(logged: 
     pipe = Pipe(Factory.forProtocol(lambda: RawWSServer(burst)), client_factory(clock), clock)
     await until(lambda: connecting.called, "the handshake", [pipe])
     conn = await connecting
-    got: list[bytes] = []
-    while len(got) < n:
-        d = conn.take()
-        if not d.called:
-            await pipe.settle()
-            if not d.called:
-                break
-        got.append(d.result)
+    got = await take_all(conn, n, pipe)
     assert len(got) == n, f"{len(got)} of {n} messages arrived"
     assert got == [b"%d" % i for i in range(n)], "the messages arrived out of order"
     assert not logged.of(BackpressureError), logged.of(BackpressureError)[0]
@@ -214,7 +187,7 @@ async def test_5_http2_runs_blocking_handler_in_a_thread() -> None:
     assert seen and seen[0] != threading.main_thread().name, (
         f"the handler ran on the reactor thread ({seen[0]!r}) with executor='thread'"
     )
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 # -- 6: HTTP/2 request bodies to handlers that answer at once -------------------------------
@@ -233,7 +206,7 @@ async def test_6_http2_post_to_a_plain_handler_keeps_the_connection(logged: Logg
     await pipe.settle()
     assert not pipe.closed and client.responses[second]["body"] == b"ok", "the connection did not serve on"
     assert not logged.of(KeyError), logged.of(KeyError)[0]
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -246,7 +219,7 @@ async def test_6_http2_413_is_answered_and_close_fires(logged: LoggedFailures) -
     assert not pipe.errors, f"the connection was dropped: {pipe.errors[0]!r}"
     assert client.responses[sid]["status"] == 413
     assert not logged.of(KeyError), logged.of(KeyError)[0]
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -258,7 +231,7 @@ async def test_6_http2_close_fires_after_a_dropped_connection() -> None:
     client.request("POST", "/", b"hello")
     client.request("POST", "/", b"x" * 60000, end=False)
     await pipe.settle()
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
     assert srv.connection_count == 0
 
 
@@ -286,7 +259,7 @@ async def test_7_http10_with_transfer_encoding_is_refused() -> None:
     assert count_responses(client.received) == 1, "a request after the refused one was answered"
     assert "/smuggled" not in uris and "/first" not in uris, uris
     assert pipe.closed, "the connection stayed open after a 400"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 # -- 8: Host headers ---------------------------------------------------------------------
@@ -303,7 +276,7 @@ async def test_8_two_host_headers_are_refused() -> None:
     assert client.received.startswith(b"HTTP/1.1 400 "), (client.received[:60], seen)
     assert seen == [], f"served with server_name {seen[0]!r}"
     assert pipe.closed
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -316,7 +289,7 @@ async def test_8_absolute_form_target_names_the_server() -> None:
     await pipe.settle()
     assert client.received.startswith(b"HTTP/1.1 200 "), client.received[:60]
     assert seen == [("target.example", "/p")], seen
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 # -- 9: header_timeout ---------------------------------------------------------------------
@@ -341,7 +314,7 @@ async def test_9_partial_head_gets_408_at_header_timeout() -> None:
     await _advance(clock, pipe, 1.0)
     assert pipe.closed, "a partial head held the connection past header_timeout"
     assert client.received.startswith(b"HTTP/1.1 408 "), client.received[:60]
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -358,7 +331,7 @@ async def test_9_trickled_head_is_bounded_from_the_connection_start() -> None:
     assert pipe.closed, "a trickled head held the connection past header_timeout"
     assert client.received.startswith(b"HTTP/1.1 408 "), client.received[:60]
     assert clock.seconds() <= 6.0, f"closed only at t={clock.seconds()}"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -371,7 +344,7 @@ async def test_9_silent_connection_is_closed_without_a_response_default_60() -> 
     await _advance(clock, pipe, 1.0)
     assert pipe.closed, "a connection that sent nothing was kept past 60 s"
     assert client.received == b"", f"answered {client.received[:60]!r} where silence was due"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -389,7 +362,7 @@ async def test_9_idle_keep_alive_connection_is_closed_after_header_timeout() -> 
     await _advance(clock, pipe, 1.0)
     assert pipe.closed, "an idle keep-alive connection was kept past header_timeout"
     assert len(client.received) == answered, "an idle keep-alive connection got a 408"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -410,7 +383,7 @@ async def test_9_a_complete_head_is_not_timed_out_while_the_handler_runs() -> No
     release.callback(None)
     await pipe.settle()
     assert head(client.received)[0] == 200
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 def test_9_header_timeout_values_are_checked() -> None:
@@ -473,7 +446,7 @@ async def test_12_http11_pending_put_fires_false_when_the_client_is_gone() -> No
     pipe = Pipe(server_factory(clock), client, clock)
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     await _stalled_then_gone(pipe, puts, streams)
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -485,7 +458,7 @@ async def test_12_http2_pending_put_fires_false_when_the_client_is_gone() -> Non
     await pipe.settle()
     client.request("GET", "/")
     await _stalled_then_gone(pipe, puts, streams)
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -519,7 +492,7 @@ async def test_ssl_context_can_serve_twice() -> None:
         client.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         await pipe.settle()
         assert client.received.endswith(b"\r\n\r\n" + answer), client.received[-80:]
-        await close_within_shutdown_timeout(srv, clock, [pipe])
+        await close_within(srv, clock, [pipe])
 
 
 # -- found while writing these: bursts in one read on request and response bodies -------------
@@ -619,7 +592,7 @@ async def test_http2_request_body_has_no_empty_chunks() -> None:
     assert client.responses[sid]["status"] == 200
     assert b"".join(chunks) == b"hello"
     assert b"" not in chunks, f"the body stream delivered an empty chunk: {chunks!r}"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -632,7 +605,7 @@ async def test_9_tls_handshake_is_bounded_by_header_timeout() -> None:
     assert not pipe.closed, "closed before header_timeout"
     await _advance(clock, pipe, 1.0)
     assert pipe.closed, "a stalled TLS handshake held the connection past header_timeout"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])
 
 
 @pytest_twisted.ensureDeferred
@@ -650,4 +623,4 @@ async def test_9_idle_http2_connection_is_closed_after_header_timeout() -> None:
     assert client.terminated, "no GOAWAY at header_timeout on an idle HTTP/2 connection"
     await _advance(clock, pipe, 5.0)  # the GOAWAY's grace (H2_ABORT_TIMEOUT), then cut
     assert pipe.closed, "an idle HTTP/2 connection was kept past header_timeout"
-    await close_within_shutdown_timeout(srv, clock, [pipe])
+    await close_within(srv, clock, [pipe])

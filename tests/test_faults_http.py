@@ -35,6 +35,7 @@ from _faults import (
     RawClient,
     ThreadedClock,
     Tracker,
+    close_within,
     count_responses,
     server_factory,
     tls_client,
@@ -343,20 +344,6 @@ CASES = [
 # -- the matrix ------------------------------------------------------------------------------------
 
 
-async def close_within_bound(row: Row, pipes: list[Pipe], bound: float) -> None:
-    """``close()`` fires within ``bound`` seconds of the row's clock."""
-    d = row.server.close()
-    waited = 0.0
-    while True:
-        for p in pipes:
-            await p.settle()
-        if d.called or waited >= bound - 1e-9:
-            break
-        row.clock.advance(0.1)
-        waited += 0.1
-    assert d.called, f"close() has not fired {bound:g} s after it was called ({row.server!r})"
-
-
 @pytest.mark.parametrize(("row", "stage", "action"), CASES)
 @pytest_twisted.ensureDeferred
 async def test_fault(row: str, stage: str, action: str) -> None:
@@ -370,9 +357,9 @@ async def test_fault(row: str, stage: str, action: str) -> None:
             await conn.pipe.settle()
             await r.serves()
             if r.closable:
-                await close_within_bound(r, [conn.pipe], 0.0)  # nothing left to wait for
+                await close_within(r.server, r.clock, [conn.pipe], 0.0)  # nothing left to wait for
         else:
-            await close_within_bound(r, [conn.pipe], SHUTDOWN_TIMEOUT + 1.0)
+            await close_within(r.server, r.clock, [conn.pipe], SHUTDOWN_TIMEOUT + 1.0)
         t.release.set()
         await until(
             lambda: t.running == 0 and r.clock.busy_threads == 0, "thread handlers to end", [conn.pipe]

@@ -30,6 +30,7 @@ from _faults import (
     ThreadedClock,
     Tracker,
     client_factory,
+    close_within,
     server_factory,
     until,
     ws_frame,
@@ -247,18 +248,6 @@ CASES = [
 ]
 
 
-async def close_within_bound(row: Row, pipe: Pipe, bound: float) -> None:
-    d = row.server.close()
-    waited = 0.0
-    while True:
-        await pipe.settle()
-        if d.called or waited >= bound - 1e-9:
-            break
-        row.clock.advance(0.1)
-        waited += 0.1
-    assert d.called, f"close() has not fired {bound:g} s after it was called ({row.server!r})"
-
-
 @pytest.mark.parametrize(("row", "stage", "action"), CASES)
 @pytest_twisted.ensureDeferred
 async def test_fault(row: str, stage: str, action: str) -> None:
@@ -274,9 +263,9 @@ async def test_fault(row: str, stage: str, action: str) -> None:
             await pipe.settle()
             if r.closable:
                 await r.serves()
-                await close_within_bound(r, pipe, 0.0)
+                await close_within(r.server, r.clock, [pipe], 0.0)
         else:
-            await close_within_bound(r, pipe, SHUTDOWN_TIMEOUT + 1.0)
+            await close_within(r.server, r.clock, [pipe], SHUTDOWN_TIMEOUT + 1.0)
         taken = bytearray()
         for st in t.streams:  # what was received before can still be taken, then the end
             await until(lambda st=st: _drains(st, taken), "the stream to drain", [pipe])

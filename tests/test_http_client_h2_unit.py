@@ -7,6 +7,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+from test_http_client_connection import Events, Sink
 from twisted.internet.defer import CancelledError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -15,41 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from aleph_tx.errors import ConnectionLostError
 from aleph_tx.http._client.h2 import H2ClientConnection
 from aleph_tx.http._client.pool import ClientRequest
-
-
-class Body:
-    """A BodySink recording what it got."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.done = False
-        self.failed: BaseException | None = None
-
-    def body_data(self, data: bytes) -> None:
-        self.data += data
-
-    def body_ending(self) -> BaseException | None:
-        return None
-
-    def body_done(self) -> None:
-        self.done = True
-
-    def body_failed(self, reason: BaseException) -> None:
-        self.failed = reason
-
-
-class Events:
-    """The pool side (PoolEvents), recorded."""
-
-    def __init__(self) -> None:
-        self.reusable: list[Any] = []
-        self.gone: list[Any] = []
-
-    def connection_reusable(self, conn: Any) -> None:
-        self.reusable.append(conn)
-
-    def connection_gone(self, conn: Any) -> None:
-        self.gone.append(conn)
 
 
 class Pair:
@@ -112,7 +78,7 @@ class H2UnitTests(SynchronousTestCase):
         p.respond(st.stream_id, b"hi")
         resp = self.successResultOf(st.head)
         self.assertEqual(resp.status, 200)
-        body = Body()
+        body = Sink()
         resp.deliver_body(body)
         self.assertEqual(body.data, b"hi")
         self.assertTrue(body.done)
@@ -124,7 +90,7 @@ class H2UnitTests(SynchronousTestCase):
         a, b = p.get(b"/a"), p.get(b"/b")
         p.respond(a.stream_id, b"x" * 60000, end=False)
         resp_a = self.successResultOf(a.head)
-        body_a = Body()
+        body_a = Sink()
         resp_a.deliver_body(body_a)
         self.assertEqual(len(body_a.data), 60000)
         window_after_read = p.server.local_flow_control_window(a.stream_id)
@@ -135,7 +101,7 @@ class H2UnitTests(SynchronousTestCase):
         self.assertEqual(p.server.local_flow_control_window(a.stream_id), window_after_read - 1000)
         # stream b is unaffected
         p.respond(b.stream_id, b"bee")
-        body_b = Body()
+        body_b = Sink()
         self.successResultOf(b.head).deliver_body(body_b)
         self.assertEqual(body_b.data, b"bee")
         resp_a.resume_reading()

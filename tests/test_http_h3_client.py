@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, runner_for, serving
+from test_http_h3_server import H3Server, runner_for
 from twisted.internet.defer import CancelledError, Deferred
 
 from aleph_tx import stream as s
@@ -21,16 +21,6 @@ from aleph_tx.errors import ConnectionLostError, ConnectionTimeout
 from aleph_tx.http._client.h3 import AltService, H3ClientConnection, connect_h3, parse_alt_svc
 from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._server.h3 import alt_svc, listen_h3
-
-
-@pytest.fixture(scope="module")
-def tls_options() -> Any:
-    return tls.self_signed_context()
-
-
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    yield from serving(tls_options)
 
 
 async def connect(server: H3Server, **kw: Any) -> H3ClientConnection:
@@ -45,8 +35,8 @@ async def read(response: dict[str, Any]) -> bytes:
 
 
 @itest()
-async def test_get(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"headers": {"x-a": "1"}, "body": f"{req['request_method']} {req['uri']}"})
+async def test_get(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"headers": {"x-a": "1"}, "body": f"{req['request_method']} {req['uri']}"})
     conn = await connect(server)
     resp = await conn.request("GET", "localhost", "/hello?x=1")
     assert resp["status"] == 200
@@ -57,8 +47,8 @@ async def test_get(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_trusted_certificate(serve: Callable[..., H3Server], tls_options: Any) -> None:
-    server = serve(lambda req: {"body": "ok"})
+async def test_trusted_certificate(h3_serve: Callable[..., H3Server], tls_options: Any) -> None:
+    server = h3_serve(lambda req: {"body": "ok"})
     ctx = tls.client_context(trust_roots=tls_options.certificate_pem)
     conn = await connect_h3("127.0.0.1", server.number, "localhost", ssl_context=ctx, connection_timeout=5)
     assert await read(await conn.request("GET", "localhost", "/")) == b"ok"
@@ -66,20 +56,20 @@ async def test_trusted_certificate(serve: Callable[..., H3Server], tls_options: 
 
 
 @itest()
-async def test_untrusted_certificate_fails(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"body": "ok"})
+async def test_untrusted_certificate_fails(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"body": "ok"})
     other = tls.client_context(trust_roots=tls.self_signed_pem()[0])
     with pytest.raises(ConnectionLostError):
         await connect_h3("127.0.0.1", server.number, "localhost", ssl_context=other, connection_timeout=5)
 
 
 @itest()
-async def test_post_bytes_and_stream_bodies(serve: Callable[..., H3Server]) -> None:
+async def test_post_bytes_and_stream_bodies(h3_serve: Callable[..., H3Server]) -> None:
     async def handler(req: dict[str, Any]) -> dict[str, Any]:
         data = b"".join(await s.collect(req["body"]))
         return {"body": b"%d %s" % (len(data), data[:5])}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     conn = await connect(server)
     resp = await conn.request("POST", "localhost", "/", body=b"hello world")
     assert await read(resp) == b"11 hello"
@@ -99,8 +89,8 @@ async def test_post_bytes_and_stream_bodies(serve: Callable[..., H3Server]) -> N
 
 
 @itest()
-async def test_multiplexed(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"body": req["uri"]})
+async def test_multiplexed(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"body": req["uri"]})
     conn = await connect(server)
     from twisted.internet.defer import gatherResults
 
@@ -112,7 +102,7 @@ async def test_multiplexed(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_response_backpressure_keeps_server_memory_bounded(serve: Callable[..., H3Server]) -> None:
+async def test_response_backpressure_keeps_server_memory_bounded(h3_serve: Callable[..., H3Server]) -> None:
     """A client that stops reading stops the server's takes: the producer waits."""
     produced: list[int] = []
     done: list[bool] = []
@@ -132,7 +122,7 @@ async def test_response_backpressure_keeps_server_memory_bounded(serve: Callable
         Deferred.fromCoroutine(produce())
         return {"body": body}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     conn = await connect(server)
     resp = await conn.request("GET", "localhost", "/big")
     await sleep(0.5)  # the client takes nothing meanwhile
@@ -149,7 +139,7 @@ async def test_response_backpressure_keeps_server_memory_bounded(serve: Callable
 
 
 @itest()
-async def test_cancel_resets_the_stream(serve: Callable[..., H3Server]) -> None:
+async def test_cancel_resets_the_stream(h3_serve: Callable[..., H3Server]) -> None:
     lost: list[bool] = []
 
     def handler(req: dict[str, Any]) -> Any:
@@ -157,7 +147,7 @@ async def test_cancel_resets_the_stream(serve: Callable[..., H3Server]) -> None:
             return Deferred(lambda d: lost.append(True))
         return {"body": "fine"}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     conn = await connect(server)
     d = conn.request("GET", "localhost", "/slow")
     await sleep(0.1)
@@ -175,8 +165,8 @@ async def test_cancel_resets_the_stream(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_closing_the_body_early_stops_the_stream(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"body": b"x" * (8 << 20)})
+async def test_closing_the_body_early_stops_the_stream(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"body": b"x" * (8 << 20)})
     conn = await connect(server)
     resp = await conn.request("GET", "localhost", "/")
     await resp["body"].take()
@@ -203,8 +193,8 @@ async def test_connection_timeout() -> None:
 
 
 @itest()
-async def test_requests_fail_when_the_connection_is_cut(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: Deferred())
+async def test_requests_fail_when_the_connection_is_cut(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: Deferred())
     conn = await connect(server)
     d = conn.request("GET", "localhost", "/")
     await sleep(0.05)

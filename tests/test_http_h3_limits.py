@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,27 +11,16 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, runner_for, serving
+from test_http_h3_server import H3Server, runner_for
 from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
-from aleph_tx import tls
 from aleph_tx._chunks import ChunkSource, SourceKind
 from aleph_tx._server import Server
 from aleph_tx.errors import ConnectionLostError
 from aleph_tx.http._client.h3 import H3ClientConnection, connect_h3
 from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._server.h3 import listen_h3
-
-
-@pytest.fixture(scope="module")
-def tls_options() -> Any:
-    return tls.self_signed_context()
-
-
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    yield from serving(tls_options)
 
 
 async def connect(port: int) -> H3ClientConnection:
@@ -66,14 +55,14 @@ async def echo_size(req: dict[str, Any]) -> dict[str, Any]:
 
 
 @itest()
-async def test_413_on_content_length(serve: Callable[..., H3Server]) -> None:
+async def test_413_on_content_length(h3_serve: Callable[..., H3Server]) -> None:
     calls: list[str] = []
 
     def handler(req: dict[str, Any]) -> dict[str, Any]:
         calls.append(req["uri"])
         return {"body": "ok"}
 
-    server = serve(handler, max_request_body_size=1000)
+    server = h3_serve(handler, max_request_body_size=1000)
     conn = await connect(server.number)
     resp = await conn.request("POST", "localhost", "/", [(b"content-length", b"5000")], body=b"x" * 5000)
     assert resp["status"] == 413
@@ -84,13 +73,13 @@ async def test_413_on_content_length(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_413_while_streaming(serve: Callable[..., H3Server]) -> None:
+async def test_413_while_streaming(h3_serve: Callable[..., H3Server]) -> None:
     lost: list[bool] = []
 
     def handler(req: dict[str, Any]) -> Deferred[Any]:
         return Deferred(lambda d: lost.append(True))  # never answers; cancelled on 413
 
-    server = serve(handler, max_request_body_size=100_000)
+    server = h3_serve(handler, max_request_body_size=100_000)
     conn = await connect(server.number)
     body, _ = stream_of(1 << 20)
     resp = await conn.request("POST", "localhost", "/", body=body)
@@ -100,8 +89,8 @@ async def test_413_while_streaming(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_431_and_414(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"body": "ok"}, max_header_size=1000, max_initial_line_length=500)
+async def test_431_and_414(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"body": "ok"}, max_header_size=1000, max_initial_line_length=500)
     conn = await connect(server.number)
     resp = await conn.request("GET", "localhost", "/", [(b"x-big", b"v" * 2000)])
     assert resp["status"] == 431
@@ -113,7 +102,7 @@ async def test_431_and_414(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_request_body_backpressure(serve: Callable[..., H3Server]) -> None:
+async def test_request_body_backpressure(h3_serve: Callable[..., H3Server]) -> None:
     """A handler that does not take stops the client after about one window."""
     bodies: list[Any] = []
     go: Deferred[None] = Deferred()
@@ -123,7 +112,7 @@ async def test_request_body_backpressure(serve: Callable[..., H3Server]) -> None
         await go
         return await echo_size(req)
 
-    server = serve(handler)
+    server = h3_serve(handler)
     conn = await connect(server.number)
     body, taken = stream_of(32 << 20)
     d = conn.request("POST", "localhost", "/", body=body)
@@ -137,9 +126,9 @@ async def test_request_body_backpressure(serve: Callable[..., H3Server]) -> None
 
 
 @itest()
-async def test_headers_and_cookies(serve: Callable[..., H3Server]) -> None:
+async def test_headers_and_cookies(h3_serve: Callable[..., H3Server]) -> None:
     seen: list[dict[str, str]] = []
-    server = serve(lambda req: seen.append(req["headers"]) or {"body": "ok"})
+    server = h3_serve(lambda req: seen.append(req["headers"]) or {"body": "ok"})
     conn = await connect(server.number)
     fields = [
         (b"cookie", b"a=1"),

@@ -14,24 +14,13 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, serving
+from test_http_h3_server import H3Server
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
 from aleph_tx import stream as s
-from aleph_tx import tls
 from aleph_tx.http._client.h3 import connect_h3
-
-
-@pytest.fixture(scope="module")
-def tls_options() -> Any:
-    return tls.self_signed_context()
-
-
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    yield from serving(tls_options)
 
 
 @pytest.fixture
@@ -56,9 +45,9 @@ async def read(response: dict[str, Any]) -> bytes:
 
 @itest()
 async def test_junk_and_unknown_connection_ids_are_ignored(
-    serve: Callable[..., H3Server], logged_failures: list[Any]
+    h3_serve: Callable[..., H3Server], logged_failures: list[Any]
 ) -> None:
-    server = serve(lambda req: {"body": "still here"})
+    server = h3_serve(lambda req: {"body": "still here"})
     junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         target = ("127.0.0.1", server.number)
@@ -138,7 +127,7 @@ class LossyRelay(DatagramProtocol):
 
 @pytest.mark.timeout(150)
 @itest(timeout=120)
-async def test_10_mib_both_ways_through_loss_and_reordering(serve: Callable[..., H3Server]) -> None:
+async def test_10_mib_both_ways_through_loss_and_reordering(h3_serve: Callable[..., H3Server]) -> None:
     payload = os.urandom(10 << 20)
     digest = hashlib.sha256(payload).hexdigest()
 
@@ -148,7 +137,7 @@ async def test_10_mib_both_ways_through_loss_and_reordering(serve: Callable[...,
             return {"body": hashlib.sha256(data).hexdigest() + f" {len(data)}"}
         return {"body": payload}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     relay = LossyRelay(("127.0.0.1", server.number), loss=0.05, reorder=0.05)
     relay_port = reactor.listenUDP(0, relay, interface="127.0.0.1")
     try:

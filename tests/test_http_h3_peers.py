@@ -18,22 +18,12 @@ import pytest
 pytest.importorskip("aioquic", reason="HTTP/3 needs aioquic: pip install aleph_tx[http3]")
 
 from test_http_client_servers import itest, sleep
-from test_http_h3_server import H3Server, serving
+from test_http_h3_server import H3Server
 from twisted.internet import threads
 
 from aleph_tx import stream as s
 from aleph_tx import tls
 from aleph_tx.http._client.h3 import connect_h3
-
-
-@pytest.fixture(scope="module")
-def tls_options() -> Any:
-    return tls.self_signed_context()
-
-
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    yield from serving(tls_options)
 
 
 async def read(response: dict[str, Any]) -> bytes:
@@ -63,8 +53,8 @@ def niquests_calls(port: int) -> list[tuple[Any, ...]]:
 
 @pytest.mark.filterwarnings("ignore::Warning")
 @itest(timeout=30)
-async def test_niquests_against_our_server(serve: Callable[..., H3Server]) -> None:
-    server = serve(echo)
+async def test_niquests_against_our_server(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(echo)
     results = await threads.deferToThread(niquests_calls, server.number)
     assert results == [
         (30, 200, "HTTP/3", b"get /a 0"),

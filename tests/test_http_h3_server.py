@@ -28,7 +28,6 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
 from aleph_tx import stream as s
-from aleph_tx import tls
 from aleph_tx.http._quic.config import server_configuration
 from aleph_tx.http._quic.endpoint import QuicPort
 from aleph_tx.http._ring.limits import make_options
@@ -44,11 +43,6 @@ def runner_for(handler: Callable[[dict[str, Any]], Any], **options: Any) -> Runn
 # -- the server ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_options() -> Any:
-    return tls.self_signed_context()
-
-
 class H3Server:
     def __init__(self, handler: Callable[..., Any], tls_options: Any, **limits: Any) -> None:
         config = server_configuration(tls_options, idle_timeout=limits.get("idle_timeout"))
@@ -62,7 +56,7 @@ class H3Server:
 
 
 def serving(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    """The body of a ``serve`` fixture: start servers, close them at the end."""
+    """The body of a ``h3_serve`` fixture: start servers, close them at the end."""
     servers: list[H3Server] = []
 
     def start(handler: Callable[..., Any], **limits: Any) -> H3Server:
@@ -73,11 +67,6 @@ def serving(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
     yield start
     for server in servers:
         pytest_twisted.blockon(server.close())
-
-
-@pytest.fixture
-def serve(tls_options: Any) -> Iterator[Callable[..., H3Server]]:
-    yield from serving(tls_options)
 
 
 # -- aioquic's asyncio client, in a thread ---------------------------------------------------------
@@ -165,14 +154,14 @@ def in_thread(port: int, work: Callable[[H3Client], Any], timeout: float = 20) -
 
 
 @itest()
-async def test_get_bytes(serve: Callable[..., H3Server]) -> None:
+async def test_get_bytes(h3_serve: Callable[..., H3Server]) -> None:
     seen: list[dict[str, Any]] = []
 
     def handler(req: dict[str, Any]) -> dict[str, Any]:
         seen.append(req)
         return {"status": 200, "headers": {"content-type": "text/plain", "X-Thing": "a"}, "body": b"hello!"}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     status, headers, body = await in_thread(server.number, lambda c: c.request("GET", "/path?q=1"))
     assert (status, body) == (200, b"hello!")
     assert headers[b"content-type"] == b"text/plain"
@@ -191,20 +180,20 @@ async def test_get_bytes(serve: Callable[..., H3Server]) -> None:
 
 
 @itest()
-async def test_post_body_is_a_stream(serve: Callable[..., H3Server]) -> None:
+async def test_post_body_is_a_stream(h3_serve: Callable[..., H3Server]) -> None:
     async def handler(req: dict[str, Any]) -> dict[str, Any]:
         chunks = await s.collect(req["body"])
         return {"body": b"got " + b"".join(chunks)}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     status, _, body = await in_thread(server.number, lambda c: c.request("POST", "/", body=b"x" * 100_000))
     assert status == 200
     assert body == b"got " + b"x" * 100_000
 
 
 @itest()
-async def test_many_concurrent_requests_on_one_connection(serve: Callable[..., H3Server]) -> None:
-    server = serve(lambda req: {"body": req["uri"]})
+async def test_many_concurrent_requests_on_one_connection(h3_serve: Callable[..., H3Server]) -> None:
+    server = h3_serve(lambda req: {"body": req["uri"]})
 
     async def work(c: H3Client) -> list[Any]:
         return list(await asyncio.gather(*(c.request("GET", f"/{i}") for i in range(50))))
@@ -214,7 +203,7 @@ async def test_many_concurrent_requests_on_one_connection(serve: Callable[..., H
 
 
 @itest()
-async def test_stream_body(serve: Callable[..., H3Server]) -> None:
+async def test_stream_body(h3_serve: Callable[..., H3Server]) -> None:
     def handler(req: dict[str, Any]) -> dict[str, Any]:
         body = s.stream()
 
@@ -226,18 +215,18 @@ async def test_stream_body(serve: Callable[..., H3Server]) -> None:
         Deferred.fromCoroutine(produce())
         return {"body": body}
 
-    server = serve(handler)
+    server = h3_serve(handler)
     status, _, body = await in_thread(server.number, lambda c: c.request("GET", "/"))
     assert status == 200
     assert body == b"".join(f"part {i}\n".encode() for i in range(5))
 
 
 @itest()
-async def test_expect_100_continue_gets_an_interim_response(serve: Callable[..., H3Server]) -> None:
+async def test_expect_100_continue_gets_an_interim_response(h3_serve: Callable[..., H3Server]) -> None:
     async def handler(req: dict[str, Any]) -> dict[str, Any]:
         return {"body": b"got %d" % len(b"".join(await s.collect(req["body"])))}
 
-    server = serve(handler)
+    server = h3_serve(handler)
 
     async def work(c: H3Client) -> Any:
         return await c.request("POST", "/", [(b"expect", b"100-continue")], body=b"abc"), c.interim
@@ -247,7 +236,7 @@ async def test_expect_100_continue_gets_an_interim_response(serve: Callable[...,
 
 
 @itest()
-async def test_handler_errors_through_the_runner(serve: Callable[..., H3Server]) -> None:
+async def test_handler_errors_through_the_runner(h3_serve: Callable[..., H3Server]) -> None:
     # (HEAD is tested with our client: aioquic's own client closes the connection on
     # a HEAD response that announces a length, RFC 9110 §8.6 notwithstanding)
     def handler(req: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +244,7 @@ async def test_handler_errors_through_the_runner(serve: Callable[..., H3Server])
             raise RuntimeError("boom")
         return {"headers": {"content-type": "text/plain"}, "body": b"twelve bytes"}
 
-    server = serve(handler)
+    server = h3_serve(handler)
 
     async def work(c: H3Client) -> Any:
         return await c.request("GET", "/boom"), await c.request("GET", "/")

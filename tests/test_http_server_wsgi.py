@@ -8,10 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from test_http_server_web import fetch
 
 from aleph_tx.http import start_server, wrap_wsgi
 from aleph_tx.http._server.wsgi import build_environ
@@ -66,27 +63,6 @@ def make_app() -> Any:
         return flask.Response(gen())
 
     return app
-
-
-class Raw(Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.data += data
-
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        self.closed.callback(self.data)
-
-
-@inlineCallbacks
-def fetch(port: int, data: bytes) -> Generator[Any, Any, bytes]:
-    p = Raw()
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), p)
-    p.transport.write(data)
-    out = yield p.closed.addTimeout(10, reactor)
-    return out
 
 
 @pytest.fixture
