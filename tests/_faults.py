@@ -342,6 +342,29 @@ async def take_all(conn: Any, n: int, pipe: Pipe) -> list[Any]:
     return got
 
 
+def fill(sink: Any, chunk: Any, puts: list[Any]) -> None:
+    """A producer that obeys backpressure and never ends: put ``chunk`` into ``sink``
+    until a put waits, again each time one fires ``True``; stop at ``False``. Every
+    put's Deferred goes to ``puts``."""
+
+    def produce() -> None:
+        while True:
+            d = sink.put(chunk)
+            puts.append(d)
+            if not d.called:
+                d.addCallback(more)
+                return
+            if not d.result:
+                return
+
+    def more(ok: bool) -> bool:
+        if ok:
+            produce()
+        return ok  # the put's own result, for the test to see
+
+    produce()
+
+
 def server_factory(clock: MemoryReactorClock, tls: bool = False) -> Any:
     """The protocol factory the last ``start_server(reactor=clock)`` listened with.
 

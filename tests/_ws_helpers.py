@@ -188,3 +188,10 @@ def frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes = b"\x01\x0
         head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + masked
+
+
+def serve(servers: list[Any], on_conn: Any = None, **ws_options: Any) -> WSServer:
+    """A :class:`WSServer` closed at the end of the test (``servers`` fixture)."""
+    srv = WSServer(on_conn, **ws_options)
+    servers.append(srv)
+    return srv

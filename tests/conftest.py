@@ -84,3 +84,12 @@ def h3_serve(tls_options: Any) -> Iterator[Any]:
     from test_http_h3_server import serving
 
     yield from serving(tls_options)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """Servers a test starts (anything with ``close()``), closed at its end."""
+    started: list[Any] = []
+    yield started
+    for srv in started:
+        srv.close()

@@ -37,6 +37,7 @@ from _faults import (
     client_factory,
     close_within,
     count_responses,
+    fill,
     head,
     server_factory,
     take_all,
@@ -396,12 +397,6 @@ def test_9_header_timeout_values_are_checked() -> None:
 # -- 12: response-body streams whose client went away ---------------------------------------
 
 
-def _then(ok: bool, fn: Any) -> bool:
-    if ok:
-        fn()
-    return ok
-
-
 def _producer_handler(puts: list[Deferred[bool]], streams: list[s.Stream]) -> Any:
     """A handler whose body producer puts 16 KiB chunks until a put waits."""
 
@@ -409,17 +404,7 @@ def _producer_handler(puts: list[Deferred[bool]], streams: list[s.Stream]) -> An
         st = s.stream()
         streams.append(st)
 
-        def produce(_: object = None) -> None:
-            while True:
-                d = st.put(b"z" * 16384)
-                puts.append(d)
-                if not d.called:
-                    d.addCallback(_then, produce)
-                    return
-                if not d.result:
-                    return
-
-        produce()
+        fill(st, b"z" * 16384, puts)
         return {"body": st}
 
     return handler

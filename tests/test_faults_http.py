@@ -37,6 +37,7 @@ from _faults import (
     Tracker,
     close_within,
     count_responses,
+    fill,
     server_factory,
     tls_client,
     until,
@@ -62,28 +63,12 @@ def _tls() -> tuple[Any, bytes]:
 # -- what runs on the server ------------------------------------------------------------------
 
 
-def _then(ok: bool, fn: Callable[[], None]) -> bool:
-    if ok:
-        fn()
-    return ok
-
-
 def _endless(t: Tracker) -> s.Stream:
     """A response body whose producer puts 16 KiB chunks until a put fires ``False``."""
     st = s.stream()
     t.streams.append(st)
 
-    def produce() -> None:
-        while True:
-            d = st.put(b"z" * 16384)
-            t.puts.append(d)
-            if not d.called:
-                d.addCallback(_then, produce)
-                return
-            if not d.result:
-                return
-
-    produce()
+    fill(st, b"z" * 16384, t.puts)
     return st
 
 

@@ -17,7 +17,6 @@ after an abort the server still serves a new connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from _faults import (
     Tracker,
     client_factory,
     close_within,
+    fill,
     server_factory,
     until,
     ws_frame,
@@ -45,35 +45,13 @@ SHUTDOWN_TIMEOUT = 2.0
 STAGES = ("before_head", "mid_message", "app_waiting", "mid_send")
 
 
-def _then(ok: bool, fn: Callable[[], None]) -> bool:
-    if ok:
-        fn()
-    return ok
-
-
-def fill(t: Tracker, conn: Any, chunk: Any) -> None:
-    """Put ``chunk`` into ``conn`` until a put waits; follow every put."""
-
-    def produce() -> None:
-        while True:
-            d = conn.put(chunk)
-            t.puts.append(d)
-            if not d.called:
-                d.addCallback(_then, produce)
-                return
-            if not d.result:
-                return
-
-    produce()
-
-
 def behave(t: Tracker, conn: Any, stage: str, send: bool) -> None:
     """What the application does on the connection under test (``send``: start filling it)."""
     t.streams.append(conn)
     if stage in ("mid_message", "app_waiting"):
         t.deferreds.append(conn.take())
     elif stage == "mid_send" and send:
-        fill(t, conn, b"z" * 16384)
+        fill(conn, b"z" * 16384, t.puts)
 
 
 def echo_once(conn: Any) -> None:
@@ -174,7 +152,7 @@ class WSClientRow(Row):
             pipe.st.protocol.transport.write(ws_frame(b"m" * 1000, mask=False)[:500])
         elif self.stage == "mid_send":
             pipe.server_reading = False
-            fill(self.t, connecting.result, b"z" * 16384)
+            fill(connecting.result, b"z" * 16384, self.t.puts)
             await until(lambda: pipe.ct.paused_by_pipe, "the sends to back up", [pipe])
         await pipe.settle()
         return pipe
@@ -228,7 +206,7 @@ class TCPClientRow(Row):
             self.payload_sent = 500
         elif self.stage == "mid_send":
             pipe.server_reading = False
-            fill(self.t, connecting.result, b"z" * 16384)
+            fill(connecting.result, b"z" * 16384, self.t.puts)
             await until(lambda: pipe.ct.paused_by_pipe, "the sends to back up", [pipe])
         await pipe.settle()
         return pipe

@@ -14,9 +14,9 @@ from _ws_helpers import (
     AsyncioThread,
     RawClient,
     WebsocketsEchoServer,
-    WSServer,
     bounded,
     frame,
+    serve,
     until,
 )
 from twisted.internet import reactor
@@ -33,25 +33,11 @@ from aleph_tx.http._websocket.api import (
 )
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for srv in started:
-        srv.close()
-
-
 @pytest.fixture(scope="module")
 def aio() -> Iterator[AsyncioThread]:
     loop = AsyncioThread()
     yield loop
     loop.stop()
-
-
-def serve(servers: list[Any], on_conn: Any = None, **ws_options: Any) -> WSServer:
-    srv = WSServer(on_conn, **ws_options)
-    servers.append(srv)
-    return srv
 
 
 # -- our server, the `websockets` library as client -----------------------------

@@ -5,7 +5,6 @@ after the stream closed, concurrent close attempts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ from aleph_tx.http._websocket.api import (
     websocket_connection,
     websocket_ping,
 )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for srv in started:
-        srv.close()
 
 
 def serve(servers: list[Any], handler: Any) -> str:

@@ -4,33 +4,16 @@ on a ``Clock``, 1,000 concurrent connections."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import pytest_twisted
-from _ws_helpers import RawClient, WSServer, bounded, frame, until
+from _ws_helpers import RawClient, WSServer, bounded, frame, serve, until
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 
 from aleph_tx.http._websocket.api import websocket_client, websocket_ping
 from aleph_tx.testing import check_stream
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for srv in started:
-        srv.close()
-
-
-def serve(servers: list[Any], on_conn: Any = None, **ws_options: Any) -> WSServer:
-    srv = WSServer(on_conn, **ws_options)
-    servers.append(srv)
-    return srv
-
 
 # -- the stream contract -----------------------------------------------------------
 

@@ -52,14 +52,6 @@ async def until(pred: Callable[[], bool], seconds: float = 5.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-@pytest.fixture
-def servers() -> Any:
-    started: list[tcp.Server] = []
-    yield started
-    for srv in started:
-        srv.close()
-
-
 @pytest_twisted.ensureDeferred
 async def test_echo_and_info(servers: list[tcp.Server]) -> None:
     infos: list[dict[str, Any]] = []
