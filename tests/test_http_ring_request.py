@@ -6,8 +6,15 @@ from typing import Any
 
 import pytest
 
+from aleph_tx.http._ring import response as response_module
 from aleph_tx.http._ring.request import build_request, headers_dict, split_target
-from aleph_tx.http._ring.response import encode_headers, http_date, response_parts, status_line
+from aleph_tx.http._ring.response import (
+    encode_headers,
+    http_date,
+    response_parts,
+    status_line,
+    whole_response,
+)
 
 
 def test_headers_lower_case_and_joined() -> None:
@@ -163,3 +170,35 @@ def test_encode_headers_type_errors(headers: dict[Any, Any]) -> None:
 def test_http_date_format() -> None:
     d = http_date()
     assert d.endswith(b" GMT") and len(d) == 29
+
+
+def test_server_name_cache_gives_what_host_name_gives() -> None:
+    """The second request with a Host takes the cached name: the same as the first."""
+    for host, name in (("a.example:8080", "a.example"), ("[::1]:9", "[::1]"), ("b.example", "b.example")):
+        first = build_request("GET", b"/", {"host": host}, None)["server_name"]
+        again = build_request("GET", b"/", {"host": host}, None)["server_name"]
+        assert first == again == name
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 304, 404, 101, 599])
+@pytest.mark.parametrize("body", [b"", b"hello"])
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("head", [True, False])
+@pytest.mark.parametrize("version10", [True, False])
+@pytest.mark.parametrize("seen", [{}, {"date": "Thu, 01 Jan 1970 00:00:00 GMT"}])
+def test_whole_response_fast_path_is_exact(
+    status: int, body: bytes, keep: bool, head: bool, version10: bool, seen: dict[str, str]
+) -> None:
+    """The one-join common case of ``whole_response`` (taken when the status line is
+    cached) gives the bytes of the general path (taken when it is not)."""
+    lines = [b"content-type: text/plain\r\n", b"x-a: 1\r\n"]
+    if "date" in seen:
+        lines.append(b"date: " + seen["date"].encode() + b"\r\n")
+    status_line(status)  # cached: the fast path where it applies
+    fast = whole_response(status, lines, seen, body, keep, head, version10)
+    response_module._status_lines.pop(status)  # not cached: the general path
+    general = whole_response(status, lines, seen, body, keep, head, version10)
+    if fast != general:  # the Date header may have ticked over between the two
+        fast = whole_response(status, lines, seen, body, keep, head, version10)
+    assert fast == general
+    assert status in response_module._status_lines  # the general path cached it again

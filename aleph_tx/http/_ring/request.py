@@ -8,6 +8,8 @@ from typing import Any
 __all__ = ["build_request", "headers_dict", "host_name", "split_target"]
 
 _LOWER = {m: m.lower() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+#: ``Host`` values seen to their host name (bounded): a server sees few.
+_SERVER_NAMES: dict[str, str] = {}
 
 
 def headers_dict(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -97,10 +99,12 @@ def build_request(
     if not authority:
         authority = headers.get("host")
     if authority:
-        if ":" in authority or authority[:1] == "[":
-            server_name = host_name(authority)
-        else:
-            server_name = authority
+        name = _SERVER_NAMES.get(authority)
+        if name is None:
+            name = host_name(authority) if ":" in authority or authority[:1] == "[" else authority
+            if len(_SERVER_NAMES) < 256:
+                _SERVER_NAMES[authority] = name
+        server_name = name
     return {
         "request_method": _LOWER.get(method) or method.lower(),
         "uri": uri,

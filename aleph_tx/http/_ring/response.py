@@ -221,6 +221,20 @@ def whole_response(
     answer gets the length the body has, or the handler's ``content-length`` when it
     gave no body (RFC 9110 §9.3.2).
     """
+    line = _status_lines.get(status)
+    if (
+        line is not None
+        and body
+        and keep
+        and not head
+        and not version10
+        and "date" not in seen
+        and status not in NO_BODY_STATUSES
+    ):  # the common case, framed as head_bytes frames it, in one join
+        now = int(time.time())
+        if now != _date.second:
+            _date.update(now)
+        return b"".join((line, *lines, _date.line, b"content-length: %d\r\n\r\n" % len(body), body))
     if status in NO_BODY_STATUSES:
         framing = b""
     else:
