@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from bench_http import free_port
+from bench_http import SERVERS, cpu_seconds, free_port, wait_port, wrk
 
-APP = """
-import sys
-from twisted.internet import reactor
-from aleph_tx import http
-def hello(req):
-    return {"status": 200, "headers": {"content-type": "text/plain"}, "body": "hello!"}
-http.start_server(hello, port=int(sys.argv[1]), host="127.0.0.1")
-reactor.run()
-"""
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+APP = SERVERS["aleph_tx"]  # the hello server of bench_http.py
 
 
 def main() -> None:
@@ -59,33 +43,13 @@ def main() -> None:
     costs: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for _, port in servers.values():
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_port(port)
         for r in range(args.rounds):
             for name, (proc, port) in servers.items():
                 before = cpu_seconds(proc.pid)
-                out = subprocess.run(
-                    [
-                        "taskset",
-                        "-c",
-                        "1",
-                        "wrk",
-                        "-t1",
-                        "-c50",
-                        f"-d{args.duration}s",
-                        f"http://127.0.0.1:{port}/",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=args.duration + 30,
-                ).stdout
-                rates[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))  # type: ignore[union-attr]
-                n = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+                rate, _ = wrk(port, args.duration, 50)
+                rates[name].append(rate)
+                n = wrk.last_requests  # type: ignore[attr-defined]
                 costs[name].append((cpu_seconds(proc.pid) - before) / n * 1e6)
             print(
                 f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:,.0f} req/s" for n, v in rates.items()),
