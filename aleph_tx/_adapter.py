@@ -115,6 +115,11 @@ class SenderState(enum.Enum):
     CLOSED = "closed"
 
 
+#: The states as module constants, for the per-message paths (docs/internals.rst,
+#: "The HTTP/1.1 request path": an Enum class attribute costs about 70 ns).
+_OPEN, _PAUSED, _CLOSING, _CLOSED = SenderState
+
+
 @implementer(IPushProducer)
 class Sender:
     """Writes messages while the consumer has room; queues them while it is paused.
@@ -135,7 +140,7 @@ class Sender:
         self._write = write
         self._finish = finish
         self._queue: collections.deque[tuple[Any, Deferred[Any]]] = collections.deque()
-        self._state = SenderState.OPEN
+        self._state = _OPEN
         self._paused = False
         self._flushing = False
         self._on_closed: list[Callable[[], object]] = []
@@ -146,19 +151,19 @@ class Sender:
         self.ready = True
 
     def _update(self) -> None:
-        self.ready = self._state is SenderState.OPEN and not self._paused and not self._queue
+        self.ready = self._state is _OPEN and not self._paused and not self._queue
 
     @property
     def state(self) -> SenderState:
         """The current :class:`SenderState`."""
-        if self._state is SenderState.OPEN and self._paused:
-            return SenderState.PAUSED
+        if self._state is _OPEN and self._paused:
+            return _PAUSED
         return self._state
 
     @property
     def closed(self) -> bool:
         """``True`` once no more messages are accepted."""
-        return self._state is not SenderState.OPEN
+        return self._state is not _OPEN
 
     @property
     def pending(self) -> int:
@@ -167,7 +172,7 @@ class Sender:
 
     def on_closed(self, fn: Callable[[], object]) -> None:
         """Call ``fn()`` once when no more messages are accepted (at once if so)."""
-        if self._state is SenderState.OPEN:
+        if self._state is _OPEN:
             self._on_closed.append(fn)
         else:
             _call_safely(fn)
@@ -182,7 +187,7 @@ class Sender:
         if self.ready:
             self._do_write(msg)
             return _fired_true()  # the hot path: a fired Deferred with no state of its own
-        if self._state is not SenderState.OPEN:
+        if self._state is not _OPEN:
             return succeed(False)
         if len(self._queue) >= MAX_PENDING:
             return fail(BackpressureError(f"more than {MAX_PENDING} pending puts on {self!r}"))
@@ -224,12 +229,12 @@ class Sender:
         self._flushing = True
         try:
             queue = self._queue
-            while queue and not self._paused and self._state is not SenderState.CLOSED:
+            while queue and not self._paused and self._state is not _CLOSED:
                 msg, d = queue.popleft()
                 self._do_write(msg)
                 d.callback(True)
-            if self._state is SenderState.CLOSING and not queue:
-                self._state = SenderState.CLOSED
+            if self._state is _CLOSING and not queue:
+                self._state = _CLOSED
                 self._finish()
         finally:
             self._flushing = False
@@ -237,18 +242,18 @@ class Sender:
 
     def close(self) -> None:
         """Accept no more; write what is queued, then call ``finish``. Idempotent."""
-        if self._state is not SenderState.OPEN:
+        if self._state is not _OPEN:
             return
-        self._state = SenderState.CLOSING
+        self._state = _CLOSING
         self.ready = False
         self._fire_closed()
         self._flush()
 
     def lost(self) -> None:
         """The consumer is gone: queued messages fire ``False``. Idempotent."""
-        if self._state is SenderState.CLOSED and not self._queue:
+        if self._state is _CLOSED and not self._queue:
             return
-        self._state = SenderState.CLOSED
+        self._state = _CLOSED
         self.ready = False
         queue, self._queue = self._queue, collections.deque()
         for _, d in queue:
@@ -270,7 +275,7 @@ class Sender:
     def resumeProducing(self) -> None:  # noqa: N802
         """The consumer has room again: write the queue."""
         self._paused = False
-        if self._queue or self._state is SenderState.CLOSING:
+        if self._queue or self._state is _CLOSING:
             self._flush()
         else:
             self._update()
@@ -346,7 +351,7 @@ class ConnectionStream(Stream):
             return True
         if msg is None:
             raise ValueError("None is not a valid message")
-        if sender._state is not SenderState.OPEN:
+        if sender._state is not _OPEN:
             return False
         try:
             data = self._convert(msg)

@@ -58,6 +58,11 @@ class PumpState(enum.Enum):
     DONE = "done"
 
 
+#: The states as module constants, for the per-message paths (docs/internals.rst,
+#: "The HTTP/1.1 request path": an Enum class attribute costs about 70 ns).
+_RUNNING, _PAUSED, _DONE = PumpState
+
+
 #: An iterator source (a file, a generator) is advanced for at most this long per
 #: reactor turn before the rest waits for the next turn, so a large file or a slow
 #: generator never holds the reactor for long (a small body still goes in one turn).
@@ -89,7 +94,7 @@ class Pump:
     def __init__(self, source: ChunkSource, sink: PumpSink, clock: IReactorTime | None = None) -> None:
         self.source = source
         self.sink = sink
-        self.state = PumpState.RUNNING
+        self.state = _RUNNING
         self._clock = clock
         self._waiting: Any = None  # a pending take's Deferred, or a scheduled next turn
         self._sync = False
@@ -99,13 +104,13 @@ class Pump:
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
         """The consumer is full: stop taking."""
-        if self.state is PumpState.RUNNING:
-            self.state = PumpState.PAUSED
+        if self.state is _RUNNING:
+            self.state = _PAUSED
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
         """The consumer has room again: take on."""
-        if self.state is PumpState.PAUSED:
-            self.state = PumpState.RUNNING
+        if self.state is _PAUSED:
+            self.state = _RUNNING
             if self._waiting is None:
                 self.start()
 
@@ -120,7 +125,7 @@ class Pump:
         if self.source.kind is SourceKind.ITERATOR:
             self._iterate()
             return
-        while self.state is PumpState.RUNNING and self._waiting is None:
+        while self.state is _RUNNING and self._waiting is None:
             d = self._next()
             self._sync = True
             self._box = _EMPTY
@@ -138,7 +143,7 @@ class Pump:
         it = self.source.source
         deadline = time.monotonic() + _TURN_SECONDS
         count = 0
-        while self.state is PumpState.RUNNING:
+        while self.state is _RUNNING:
             try:
                 chunk = next(it)
             except StopIteration:
@@ -151,7 +156,7 @@ class Pump:
             count += 1
             if count >= _TURN_CHUNKS and time.monotonic() > deadline:
                 break
-        if self.state is PumpState.RUNNING:
+        if self.state is _RUNNING:
             self._waiting = get_clock(self._clock).callLater(0, self._iterate)
 
     def _next(self) -> Deferred[Any]:
@@ -171,14 +176,14 @@ class Pump:
             self._box = value
             return
         self._waiting = None
-        if self.state is PumpState.DONE:
+        if self.state is _DONE:
             return
         self._handle(value)
         self.start()
 
     def _error(self, failure: Failure) -> None:
         self._waiting = None
-        if self.state is not PumpState.DONE:
+        if self.state is not _DONE:
             self._fail(failure)
 
     def _handle(self, value: Any) -> None:
@@ -211,9 +216,9 @@ class Pump:
 
         :returns: ``False`` if the pump had already stopped.
         """
-        if self.state is PumpState.DONE:
+        if self.state is _DONE:
             return False
-        self.state = PumpState.DONE
+        self.state = _DONE
         waiting, self._waiting = self._waiting, None
         if isinstance(waiting, Deferred):
             waiting.addErrback(lambda _: None)
