@@ -276,11 +276,7 @@ class Exchange:
             _discard_response(response)
             return
         try:
-            status = response.get("status", 200) if type(response) is dict else None
-            if type(status) is int and 100 <= status <= 999:  # response_parts' common case
-                headers, body = response.get("headers"), response.get("body")
-            else:
-                status, headers, body = response_parts(response)
+            status, headers, body = response_parts(response)
             lines, seen = encode_headers(headers)
             coerced: Any = body.encode("utf-8") if type(body) is str else coerce_body(body)
         except Exception:

@@ -386,16 +386,8 @@ class HTTP11Protocol(Protocol):
         self, ex: Any, status: int, lines: list[bytes], seen: dict[str, str], body: bytes
     ) -> None:
         """Write the whole response at once."""
-        keep = (
-            ex.keep_alive
-            and ex.body_done
-            and not self._closing
-            and not ex.upgrade
-            and (self.state is _OPEN or self.state is _BROKEN)
-        )
-        if self._idle_on:
-            self._idle.start()
-        self.transport.write(whole_response(status, lines, seen, body, keep, ex.head, ex.version10))
+        keep = self._keep(ex)
+        self._write(whole_response(status, lines, seen, body, keep, ex.head, ex.version10))
         self._finish(ex, keep)
 
     def respond_head(
